@@ -10,7 +10,7 @@ use wasmail_types::mail::{MailboxInfo, MailboxName, SpecialUse, Uid, UidValidity
 use wasmail_types::{Account, CopyResult, Mailbox, StoreError, StoreResult};
 
 use crate::layout::{self, ACCOUNT_FILE, TRASH_PREFIX};
-use crate::mailbox::{FsMailbox, Op, Outcome, sync_dir};
+use crate::mailbox::{FsMailbox, Op, Outcome, base_name, sync_dir};
 use crate::{FsMailboxHandle, StoreConfig};
 
 /// The folders a new account starts with (RFC 6154 attributes), all subscribed.
@@ -47,7 +47,8 @@ impl Meta {
                     }
                 }
                 (Some("special-use"), Some(attr), Some(name)) => {
-                    if let (Some(u), Ok(n)) = (SpecialUse::from_imap(attr), MailboxName::new(name)) {
+                    if let (Some(u), Ok(n)) = (SpecialUse::from_imap(attr), MailboxName::new(name))
+                    {
                         meta.special_use.insert(n, u);
                     }
                 }
@@ -82,7 +83,9 @@ pub struct FsAccount {
 
 impl std::fmt::Debug for FsAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsAccount").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("FsAccount")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,18 +94,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn invalid(name: &MailboxName, reason: &'static str) -> StoreError {
-    StoreError::InvalidName { name: name.to_string(), reason }
+    StoreError::InvalidName {
+        name: name.to_string(),
+        reason,
+    }
 }
 
 impl FsAccount {
     /// Opens the account rooted at `root`, creating INBOX and the default folders the first time.
     pub(crate) fn open(id: String, root: Dir, config: StoreConfig) -> StoreResult<FsAccount> {
-        let account = FsAccount { id, root, config, open: Mutex::new(HashMap::new()) };
+        let account = FsAccount {
+            id,
+            root,
+            config,
+            open: Mutex::new(HashMap::new()),
+        };
         if !account.root.exists(layout::INDEX_FILE) {
             let v = account.next_uid_validity()?;
             FsMailbox::create_in(&account.root, v, config)?;
             for (name, use_) in DEFAULT_FOLDERS {
-                let name = MailboxName::new(name).map_err(|r| StoreError::InvalidName { name: name.into(), reason: r })?;
+                let name = MailboxName::new(name).map_err(|r| StoreError::InvalidName {
+                    name: name.into(),
+                    reason: r,
+                })?;
                 match account.create_impl(&name, Some(use_)) {
                     Ok(()) | Err(StoreError::MailboxExists(_)) => {}
                     Err(e) => return Err(e),
@@ -124,7 +138,10 @@ impl FsAccount {
         match self.root.read_to_string(ACCOUNT_FILE) {
             Ok(text) => Ok(Meta::parse(&text)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Meta::default()),
-            Err(e) => Err(StoreError::Io { op: "read account metadata", source: e }),
+            Err(e) => Err(StoreError::Io {
+                op: "read account metadata",
+                source: e,
+            }),
         }
     }
 
@@ -132,10 +149,15 @@ impl FsAccount {
     fn update_meta(&self, change: impl FnOnce(&mut Meta)) -> StoreResult<Meta> {
         let lock_file = self
             .root
-            .open_with(format!("{ACCOUNT_FILE}.lock"), OpenOptions::new().write(true).create(true))
+            .open_with(
+                format!("{ACCOUNT_FILE}.lock"),
+                OpenOptions::new().write(true).create(true),
+            )
             .map_err(StoreError::io("lock account metadata"))?;
-        flock(&lock_file, FlockOperation::LockExclusive)
-            .map_err(|e| StoreError::Io { op: "lock account metadata", source: e.into() })?;
+        flock(&lock_file, FlockOperation::LockExclusive).map_err(|e| StoreError::Io {
+            op: "lock account metadata",
+            source: e.into(),
+        })?;
         let mut meta = self.read_meta()?;
         let before = meta.clone();
         change(&mut meta);
@@ -143,13 +165,20 @@ impl FsAccount {
             let tmp = format!("{ACCOUNT_FILE}.new");
             let mut f = self
                 .root
-                .open_with(&tmp, OpenOptions::new().write(true).create(true).truncate(true))
+                .open_with(
+                    &tmp,
+                    OpenOptions::new().write(true).create(true).truncate(true),
+                )
                 .map_err(StoreError::io("write account metadata"))?;
-            f.write_all(meta.render().as_bytes()).map_err(StoreError::io("write account metadata"))?;
+            f.write_all(meta.render().as_bytes())
+                .map_err(StoreError::io("write account metadata"))?;
             if self.config.fsync {
-                f.sync_all().map_err(StoreError::io("fsync account metadata"))?;
+                f.sync_all()
+                    .map_err(StoreError::io("fsync account metadata"))?;
             }
-            self.root.rename(&tmp, &self.root, ACCOUNT_FILE).map_err(StoreError::io("write account metadata"))?;
+            self.root
+                .rename(&tmp, &self.root, ACCOUNT_FILE)
+                .map_err(StoreError::io("write account metadata"))?;
             sync_dir(&self.root, ".", self.config)?;
         }
         Ok(meta)
@@ -160,8 +189,11 @@ impl FsAccount {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32)
             .unwrap_or(1);
-        let meta = self.update_meta(|m| m.last_uid_validity = now.max(m.last_uid_validity.saturating_add(1)))?;
-        UidValidity::new(meta.last_uid_validity).ok_or(StoreError::Corrupt("UIDVALIDITY counter overflow".into()))
+        let meta = self.update_meta(|m| {
+            m.last_uid_validity = now.max(m.last_uid_validity.saturating_add(1))
+        })?;
+        UidValidity::new(meta.last_uid_validity)
+            .ok_or(StoreError::Corrupt("UIDVALIDITY counter overflow".into()))
     }
 
     fn dir_of(name: &MailboxName) -> StoreResult<String> {
@@ -176,10 +208,23 @@ impl FsAccount {
     /// Every mailbox on disk, INBOX first then by name.
     fn names(&self) -> StoreResult<Vec<MailboxName>> {
         let mut names = vec![MailboxName::inbox()];
-        for entry in self.root.entries().map_err(StoreError::io("list mailboxes"))?.flatten() {
-            let Ok(file_name) = entry.file_name().into_string() else { continue };
-            let Some(name) = layout::mailbox_from_dir(&file_name) else { continue };
-            if entry.file_type().is_ok_and(|t| t.is_dir()) && self.root.exists(format!("{file_name}/{}", layout::INDEX_FILE)) {
+        for entry in self
+            .root
+            .entries()
+            .map_err(StoreError::io("list mailboxes"))?
+            .flatten()
+        {
+            let Ok(file_name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Some(name) = layout::mailbox_from_dir(&file_name) else {
+                continue;
+            };
+            if entry.file_type().is_ok_and(|t| t.is_dir())
+                && self
+                    .root
+                    .exists(format!("{file_name}/{}", layout::INDEX_FILE))
+            {
                 names.push(name);
             }
         }
@@ -193,10 +238,16 @@ impl FsAccount {
             return Ok(m.clone());
         }
         let dir_name = Self::dir_of(name)?;
-        if !self.root.exists(format!("{dir_name}/{}", layout::INDEX_FILE)) {
+        if !self
+            .root
+            .exists(format!("{dir_name}/{}", layout::INDEX_FILE))
+        {
             return Err(StoreError::NoSuchMailbox(name.clone()));
         }
-        let dir = self.root.open_dir(&dir_name).map_err(StoreError::io("open mailbox"))?;
+        let dir = self
+            .root
+            .open_dir(&dir_name)
+            .map_err(StoreError::io("open mailbox"))?;
         let mailbox = Arc::new(FsMailbox::open(name.clone(), dir, self.config)?);
         open.insert(name.clone(), mailbox.clone());
         Ok(mailbox)
@@ -210,9 +261,17 @@ impl FsAccount {
         match self.root.create_dir(&dir_name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StoreError::Io { op: "create mailbox", source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "create mailbox",
+                    source: e,
+                });
+            }
         }
-        let dir = self.root.open_dir(&dir_name).map_err(StoreError::io("create mailbox"))?;
+        let dir = self
+            .root
+            .open_dir(&dir_name)
+            .map_err(StoreError::io("create mailbox"))?;
         let v = self.next_uid_validity()?;
         FsMailbox::create_in(&dir, v, self.config)?;
         sync_dir(&self.root, ".", self.config)?;
@@ -238,7 +297,13 @@ impl FsAccount {
                 Err(StoreError::NoSuchMessage(_)) => continue,
                 Err(e) => return Err(e),
             };
-            ops.push(Op::Append { tmp, size: entry.meta.size, flags: entry.meta.flags.clone(), internal_date: entry.meta.internal_date });
+            ops.push(Op::Append {
+                base: base_name(&tmp, entry.meta.size),
+                tmp,
+                size: entry.meta.size,
+                flags: entry.meta.flags.clone(),
+                internal_date: entry.meta.internal_date,
+            });
             sources.push(uid);
         }
         let mut pairs = Vec::new();
@@ -247,14 +312,24 @@ impl FsAccount {
                 pairs.push((src_uid, new));
             }
         }
-        Ok(CopyResult { uid_validity: dst.status()?.uid_validity, pairs })
+        Ok(CopyResult {
+            uid_validity: dst.status()?.uid_validity,
+            pairs,
+        })
     }
 }
 
 /// Puts a copy of a message file into `dst`'s `tmp/` and returns its name there.
-fn link_or_copy(src: &FsMailbox, entry: &crate::state::Entry, file: cap_std::fs::File, dst: &FsMailbox) -> StoreResult<String> {
+fn link_or_copy(
+    src: &FsMailbox,
+    entry: &crate::state::Entry,
+    file: cap_std::fs::File,
+    dst: &FsMailbox,
+) -> StoreResult<String> {
     let name = layout::unique_base(0).trim_end_matches(",S=0").to_owned();
-    let from = src_path(src, entry).ok_or(StoreError::NoSuchMessage(entry.meta.uid))?;
+    let from = src
+        .locate(entry)
+        .ok_or(StoreError::NoSuchMessage(entry.meta.uid))?;
     match src.dir().hard_link(&from, dst.dir(), format!("tmp/{name}")) {
         Ok(()) => Ok(name),
         Err(_) => {
@@ -263,15 +338,6 @@ fn link_or_copy(src: &FsMailbox, entry: &crate::state::Entry, file: cap_std::fs:
             Ok(name)
         }
     }
-}
-
-fn src_path(src: &FsMailbox, entry: &crate::state::Entry) -> Option<String> {
-    let cur = format!("cur/{}:2,{}", entry.base, entry.meta.flags.maildir_info());
-    if src.dir().exists(&cur) {
-        return Some(cur);
-    }
-    let new = format!("new/{}", entry.base);
-    src.dir().exists(&new).then_some(new)
 }
 
 impl Account for FsAccount {
@@ -321,8 +387,13 @@ impl Account for FsAccount {
         }
         let dir_name = Self::dir_of(name)?;
         // Make it vanish atomically, then remove at leisure.
-        let trash = format!("{TRASH_PREFIX}{}", layout::unique_base(0).trim_end_matches(",S=0"));
-        self.root.rename(&dir_name, &self.root, &trash).map_err(StoreError::io("delete mailbox"))?;
+        let trash = format!(
+            "{TRASH_PREFIX}{}",
+            layout::unique_base(0).trim_end_matches(",S=0")
+        );
+        self.root
+            .rename(&dir_name, &self.root, &trash)
+            .map_err(StoreError::io("delete mailbox"))?;
         sync_dir(&self.root, ".", self.config)?;
         if let Some(m) = open.remove(name) {
             m.mark_deleted();
@@ -349,13 +420,18 @@ impl Account for FsAccount {
             let dst = self.open_mailbox(to)?;
             let uids: Vec<Uid> = src.messages()?.iter().map(|m| m.uid).collect();
             self.copy_impl(&src, &uids, &dst)?;
-            for r in src.commit(vec![Op::Expunge { only: Some(uids), require_deleted: false }]) {
+            for r in src.commit(vec![Op::Expunge {
+                only: Some(uids),
+                require_deleted: false,
+            }]) {
                 r?;
             }
             return Ok(());
         }
         if to.is_below(from) {
-            return Err(StoreError::NotPermitted("a mailbox cannot be moved below itself"));
+            return Err(StoreError::NotPermitted(
+                "a mailbox cannot be moved below itself",
+            ));
         }
         let mut open = lock(&self.open);
         if !self.exists(from)? {
@@ -418,12 +494,20 @@ impl Account for FsAccount {
         self.copy_impl(&src, uids, &dst)
     }
 
-    fn move_messages(&self, from: &MailboxName, uids: &[Uid], to: &MailboxName) -> StoreResult<CopyResult> {
+    fn move_messages(
+        &self,
+        from: &MailboxName,
+        uids: &[Uid],
+        to: &MailboxName,
+    ) -> StoreResult<CopyResult> {
         let src = self.open_mailbox(from)?;
         let dst = self.open_mailbox(to)?;
         let result = self.copy_impl(&src, uids, &dst)?;
         let moved: Vec<Uid> = result.pairs.iter().map(|(s, _)| *s).collect();
-        for r in src.commit(vec![Op::Expunge { only: Some(moved), require_deleted: false }]) {
+        for r in src.commit(vec![Op::Expunge {
+            only: Some(moved),
+            require_deleted: false,
+        }]) {
             r?;
         }
         Ok(result)

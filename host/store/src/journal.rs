@@ -37,13 +37,21 @@ pub enum Record {
         base: String,
     },
     /// These messages now have these flags.
-    Flags { modseq: ModSeq, uid: Uid, flags: Flags },
+    Flags {
+        modseq: ModSeq,
+        uid: Uid,
+        flags: Flags,
+    },
     /// These messages are gone.
     Expunge { modseq: ModSeq, uids: Vec<Uid> },
     /// Every UID below this has been reported as \Recent to some session.
     RecentClaimed { first_recent: u32 },
     /// Counters that messages alone cannot reconstruct; starts a compacted journal.
-    Checkpoint { uid_next: u32, highest_modseq: ModSeq, first_recent: u32 },
+    Checkpoint {
+        uid_next: u32,
+        highest_modseq: ModSeq,
+        first_recent: u32,
+    },
 }
 
 const TAG_APPEND: u8 = 1;
@@ -95,7 +103,14 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     let mut w = Writer(out);
     match record {
-        Record::Append { uid, modseq, internal_date, size, flags, base } => {
+        Record::Append {
+            uid,
+            modseq,
+            internal_date,
+            size,
+            flags,
+            base,
+        } => {
             w.u8(TAG_APPEND);
             w.u32(uid.get());
             w.u64(modseq.0);
@@ -123,7 +138,11 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
             w.u8(TAG_RECENT);
             w.u32(*first_recent);
         }
-        Record::Checkpoint { uid_next, highest_modseq, first_recent } => {
+        Record::Checkpoint {
+            uid_next,
+            highest_modseq,
+            first_recent,
+        } => {
             w.u8(TAG_CHECKPOINT);
             w.u32(*uid_next);
             w.u64(highest_modseq.0);
@@ -184,7 +203,11 @@ fn decode_payload(payload: &[u8]) -> Result<Record, JournalError> {
             flags: r.flags()?,
             base: r.str16()?,
         },
-        TAG_FLAGS => Record::Flags { modseq: ModSeq(r.u64()?), uid: r.uid()?, flags: r.flags()? },
+        TAG_FLAGS => Record::Flags {
+            modseq: ModSeq(r.u64()?),
+            uid: r.uid()?,
+            flags: r.flags()?,
+        },
         TAG_EXPUNGE => {
             let modseq = ModSeq(r.u64()?);
             let n = r.u32()? as usize;
@@ -194,7 +217,9 @@ fn decode_payload(payload: &[u8]) -> Result<Record, JournalError> {
             let uids = (0..n).map(|_| r.uid()).collect::<Result<_, _>>()?;
             Record::Expunge { modseq, uids }
         }
-        TAG_RECENT => Record::RecentClaimed { first_recent: r.u32()? },
+        TAG_RECENT => Record::RecentClaimed {
+            first_recent: r.u32()?,
+        },
         TAG_CHECKPOINT => Record::Checkpoint {
             uid_next: r.u32()?,
             highest_modseq: ModSeq(r.u64()?),
@@ -297,15 +322,29 @@ mod tests {
             Record::Append {
                 uid: Uid::new(7).unwrap(),
                 modseq: ModSeq(9),
-                internal_date: InternalDate { unix_seconds: -5, offset_minutes: -480 },
+                internal_date: InternalDate {
+                    unix_seconds: -5,
+                    offset_minutes: -480,
+                },
                 size: 1 << 40,
                 flags: flags.clone(),
                 base: "1.M2P3Q4.host,S=5".into(),
             },
-            Record::Flags { modseq: ModSeq(10), uid: Uid::new(7).unwrap(), flags },
-            Record::Expunge { modseq: ModSeq(11), uids: vec![Uid::MIN, Uid::new(7).unwrap()] },
+            Record::Flags {
+                modseq: ModSeq(10),
+                uid: Uid::new(7).unwrap(),
+                flags,
+            },
+            Record::Expunge {
+                modseq: ModSeq(11),
+                uids: vec![Uid::MIN, Uid::new(7).unwrap()],
+            },
             Record::RecentClaimed { first_recent: 8 },
-            Record::Checkpoint { uid_next: 8, highest_modseq: ModSeq(11), first_recent: 8 },
+            Record::Checkpoint {
+                uid_next: 8,
+                highest_modseq: ModSeq(11),
+                first_recent: 8,
+            },
         ]
     }
 

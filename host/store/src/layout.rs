@@ -6,6 +6,7 @@
 //!   accounts/<account id>/      one cap-std Dir per account = Maildir++ root = INBOX
 //!     cur/ new/ tmp/            INBOX's messages
 //!     wasmail-index             INBOX's index (journal.rs)
+//!     wasmail-lock              flock'd by whoever writes INBOX's index
 //!     wasmail-account           subscriptions, special-use, UIDVALIDITY counter (account.rs)
 //!     .Sent/  .Archive.2024/    child mailboxes, Maildir++ style: "." + levels joined by "."
 //!       cur/ new/ tmp/ wasmail-index
@@ -21,6 +22,8 @@ use wasmail_types::mail::MailboxName;
 
 /// File name of a mailbox's index journal, inside the mailbox's Maildir directory.
 pub const INDEX_FILE: &str = "wasmail-index";
+/// Lock file of a mailbox (cross-process `flock`), beside its index.
+pub const LOCK_FILE: &str = "wasmail-lock";
 /// File name of the account's metadata, in the account root.
 pub const ACCOUNT_FILE: &str = "wasmail-account";
 /// Directories being deleted are first renamed to a name starting with this.
@@ -56,7 +59,9 @@ pub fn mailbox_from_dir(dir: &str) -> Option<MailboxName> {
     for level in rest.split('.') {
         levels.push(decode_level(level)?);
     }
-    MailboxName::new(&levels.join("/")).ok().filter(|n| !n.is_inbox())
+    MailboxName::new(&levels.join("/"))
+        .ok()
+        .filter(|n| !n.is_inbox())
 }
 
 /// Modified UTF-7 with `.` also encoded. Printable ASCII except `&` and `.` stands for itself;
@@ -102,8 +107,10 @@ fn decode_level(level: &str) -> Option<String> {
             if bytes.len() % 2 != 0 {
                 return None;
             }
-            let units: Vec<u16> =
-                bytes.chunks_exact(2).map(|b| u16::from_be_bytes([b[0], b[1]])).collect();
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .collect();
             out.push_str(&String::from_utf16(&units).ok()?);
         }
         rest = &after[end + 1..];
@@ -118,7 +125,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -251,7 +262,17 @@ mod tests {
 
     #[test]
     fn foreign_directories_are_not_mailboxes() {
-        for dir in ["cur", "new", "tmp", ".", "..", ".a..b", ".&bad", ".&AC4", "wasmail-trash.1"] {
+        for dir in [
+            "cur",
+            "new",
+            "tmp",
+            ".",
+            "..",
+            ".a..b",
+            ".&bad",
+            ".&AC4",
+            "wasmail-trash.1",
+        ] {
             assert_eq!(mailbox_from_dir(dir), None, "{dir}");
         }
     }

@@ -17,6 +17,7 @@
 //! several processes may share a data dir (the journal is shared under `flock`).
 
 mod account;
+mod import;
 mod journal;
 mod layout;
 mod mailbox;
@@ -40,6 +41,7 @@ use wasmail_types::{
 };
 
 pub use account::{DEFAULT_FOLDERS, FsAccount};
+pub use import::{ImportProgress, ImportReport};
 use mailbox::{FsMailbox, Op, Outcome};
 
 /// How the store treats durability.
@@ -73,13 +75,16 @@ pub(crate) struct StoreInner {
 
 impl std::fmt::Debug for StoreInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreInner").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("StoreInner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl StoreInner {
     pub(crate) fn account(&self, id: &str) -> StoreResult<Arc<FsAccount>> {
-        let dir_name = layout::account_dir(id).map_err(|_| StoreError::InvalidAccount(id.to_owned()))?;
+        let dir_name =
+            layout::account_dir(id).map_err(|_| StoreError::InvalidAccount(id.to_owned()))?;
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(a) = accounts.get(&dir_name) {
             return Ok(a.clone());
@@ -87,9 +92,17 @@ impl StoreInner {
         match self.accounts_dir.create_dir(&dir_name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StoreError::Io { op: "create account", source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "create account",
+                    source: e,
+                });
+            }
         }
-        let root = self.accounts_dir.open_dir(&dir_name).map_err(StoreError::io("open account"))?;
+        let root = self
+            .accounts_dir
+            .open_dir(&dir_name)
+            .map_err(StoreError::io("open account"))?;
         let account = Arc::new(FsAccount::open(id.to_ascii_lowercase(), root, self.config)?);
         accounts.insert(dir_name, account.clone());
         Ok(account)
@@ -101,16 +114,29 @@ impl FsStore {
     /// ambient authority; everything below goes through the opened directory.
     pub fn open(data_dir: &Path, config: StoreConfig) -> StoreResult<FsStore> {
         std::fs::create_dir_all(data_dir).map_err(StoreError::io("create data dir"))?;
-        let data = Dir::open_ambient_dir(data_dir, ambient_authority()).map_err(StoreError::io("open data dir"))?;
+        let data = Dir::open_ambient_dir(data_dir, ambient_authority())
+            .map_err(StoreError::io("open data dir"))?;
         match data.create_dir("accounts") {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(StoreError::Io { op: "create accounts dir", source: e }),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    op: "create accounts dir",
+                    source: e,
+                });
+            }
         }
-        let accounts_dir = data.open_dir("accounts").map_err(StoreError::io("open accounts dir"))?;
+        let accounts_dir = data
+            .open_dir("accounts")
+            .map_err(StoreError::io("open accounts dir"))?;
         let spool = spool::open_spool(&data)?;
         Ok(FsStore {
-            inner: Arc::new(StoreInner { accounts_dir, spool, config, accounts: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(StoreInner {
+                accounts_dir,
+                spool,
+                config,
+                accounts: Mutex::new(HashMap::new()),
+            }),
         })
     }
 
@@ -121,7 +147,11 @@ impl FsStore {
 
     /// Delivers `content` (read once per call of `content`) to every target; see
     /// [`wasmail_types::SpooledMessage::deliver`].
-    pub fn deliver_bytes(&self, message: &[u8], targets: &[DeliveryTarget]) -> StoreResult<Vec<Delivered>> {
+    pub fn deliver_bytes(
+        &self,
+        message: &[u8],
+        targets: &[DeliveryTarget],
+    ) -> StoreResult<Vec<Delivered>> {
         spool::deliver(&self.inner, &[], &mut || Box::new(message), targets)
     }
 }
@@ -148,9 +178,14 @@ impl FsAccount {
 #[derive(Debug)]
 pub(crate) struct FsMailboxHandle(pub(crate) Arc<FsMailbox>);
 
-fn single<T>(mut results: Vec<StoreResult<Outcome>>, pick: impl FnOnce(Outcome) -> Option<T>) -> StoreResult<T> {
+fn single<T>(
+    mut results: Vec<StoreResult<Outcome>>,
+    pick: impl FnOnce(Outcome) -> Option<T>,
+) -> StoreResult<T> {
     match results.pop() {
-        Some(Ok(o)) => pick(o).ok_or(StoreError::Corrupt("commit returned the wrong outcome".into())),
+        Some(Ok(o)) => pick(o).ok_or(StoreError::Corrupt(
+            "commit returned the wrong outcome".into(),
+        )),
         Some(Err(e)) => Err(e),
         None => Err(StoreError::Corrupt("commit returned nothing".into())),
     }
@@ -196,9 +231,20 @@ impl Mailbox for FsMailboxHandle {
         self.0.open_content(uid)
     }
 
-    fn append(&self, content: &mut dyn io::Read, flags: &Flags, internal_date: Option<InternalDate>) -> StoreResult<(UidValidity, Uid)> {
+    fn append(
+        &self,
+        content: &mut dyn io::Read,
+        flags: &Flags,
+        internal_date: Option<InternalDate>,
+    ) -> StoreResult<(UidValidity, Uid)> {
         let (tmp, size) = self.0.write_tmp(&[], content)?;
-        let op = Op::Append { tmp, size, flags: flags.clone(), internal_date: internal_date.unwrap_or_else(InternalDate::now) };
+        let op = Op::Append {
+            base: mailbox::base_name(&tmp, size),
+            tmp,
+            size,
+            flags: flags.clone(),
+            internal_date: internal_date.unwrap_or_else(InternalDate::now),
+        };
         let uid = single(self.0.commit(vec![op]), |o| match o {
             Outcome::Appended(u) => Some(u),
             _ => None,
@@ -206,8 +252,19 @@ impl Mailbox for FsMailboxHandle {
         Ok((self.0.status()?.uid_validity, uid))
     }
 
-    fn store_flags(&self, uids: &[Uid], op: FlagOp, flags: &Flags, unchanged_since: Option<ModSeq>) -> StoreResult<FlagUpdate> {
-        let op = Op::Flags { uids: uids.to_vec(), op, flags: flags.clone(), unchanged_since };
+    fn store_flags(
+        &self,
+        uids: &[Uid],
+        op: FlagOp,
+        flags: &Flags,
+        unchanged_since: Option<ModSeq>,
+    ) -> StoreResult<FlagUpdate> {
+        let op = Op::Flags {
+            uids: uids.to_vec(),
+            op,
+            flags: flags.clone(),
+            unchanged_since,
+        };
         single(self.0.commit(vec![op]), |o| match o {
             Outcome::Flags(f) => Some(f),
             _ => None,
@@ -215,7 +272,10 @@ impl Mailbox for FsMailboxHandle {
     }
 
     fn expunge(&self, uids: Option<&[Uid]>) -> StoreResult<Vec<Uid>> {
-        let op = Op::Expunge { only: uids.map(<[Uid]>::to_vec), require_deleted: true };
+        let op = Op::Expunge {
+            only: uids.map(<[Uid]>::to_vec),
+            require_deleted: true,
+        };
         single(self.0.commit(vec![op]), |o| match o {
             Outcome::Expunged(u) => Some(u),
             _ => None,

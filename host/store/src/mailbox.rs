@@ -32,10 +32,10 @@ use wasmail_types::mail::{
 };
 use wasmail_types::{ChangeListener, FlagUpdate, MessageContent, StoreError, StoreResult};
 
-use crate::journal::{self, Next, Record};
-use crate::layout::{self, INDEX_FILE};
-use crate::state::{Entry, State};
 use crate::StoreConfig;
+use crate::journal::{self, Next, Record};
+use crate::layout::{self, INDEX_FILE, LOCK_FILE};
+use crate::state::{Entry, State};
 
 /// Files in `tmp/` older than this belong to no delivery in progress and are removed.
 const TMP_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -45,13 +45,31 @@ const COMPACT_AFTER: u64 = 4096;
 /// A change queued for the leader.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// Move `tmp/<tmp>` in as a new message.
-    Append { tmp: String, size: u64, flags: Flags, internal_date: InternalDate },
+    /// Move `tmp/<tmp>` in as a new message whose Maildir base name is `base`.
+    Append {
+        tmp: String,
+        base: String,
+        size: u64,
+        flags: Flags,
+        internal_date: InternalDate,
+    },
     /// Index a file that is already in `new/` (crash leftover or outside delivery).
-    Adopt { file: String, size: u64, internal_date: InternalDate },
-    Flags { uids: Vec<Uid>, op: FlagOp, flags: Flags, unchanged_since: Option<ModSeq> },
+    Adopt {
+        file: String,
+        size: u64,
+        internal_date: InternalDate,
+    },
+    Flags {
+        uids: Vec<Uid>,
+        op: FlagOp,
+        flags: Flags,
+        unchanged_since: Option<ModSeq>,
+    },
     /// Expunge messages flagged \Deleted (`require_deleted`) or just these (`only`).
-    Expunge { only: Option<Vec<Uid>>, require_deleted: bool },
+    Expunge {
+        only: Option<Vec<Uid>>,
+        require_deleted: bool,
+    },
     ClaimRecent,
 }
 
@@ -78,6 +96,7 @@ struct Inner {
 pub(crate) struct FsMailbox {
     name: Mutex<MailboxName>,
     dir: Dir,
+    lock_file: std::fs::File,
     config: StoreConfig,
     inner: Mutex<Inner>,
     flushed: Condvar,
@@ -87,7 +106,9 @@ pub(crate) struct FsMailbox {
 
 impl std::fmt::Debug for FsMailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsMailbox").field("name", &*lock(&self.name)).finish_non_exhaustive()
+        f.debug_struct("FsMailbox")
+            .field("name", &*lock(&self.name))
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,59 +118,93 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Holds the cross-process lock on a mailbox directory while alive.
-struct DirLock<'a>(&'a Dir);
+/// Holds the cross-process lock of a mailbox while alive. The lock is `flock` on the mailbox's
+/// lock file (not on the directory: cap-std opens directories `O_PATH`, which `flock` refuses;
+/// not on the journal: compaction replaces it).
+struct MailboxLock<'a>(&'a std::fs::File);
 
-impl<'a> DirLock<'a> {
-    fn exclusive(dir: &'a Dir) -> StoreResult<Self> {
-        flock(dir, FlockOperation::LockExclusive)
-            .map_err(|e| StoreError::Io { op: "lock mailbox", source: e.into() })?;
-        Ok(DirLock(dir))
+impl<'a> MailboxLock<'a> {
+    fn exclusive(file: &'a std::fs::File) -> StoreResult<Self> {
+        flock(file, FlockOperation::LockExclusive).map_err(|e| StoreError::Io {
+            op: "lock mailbox",
+            source: e.into(),
+        })?;
+        Ok(MailboxLock(file))
     }
 }
 
-impl Drop for DirLock<'_> {
+impl Drop for MailboxLock<'_> {
     fn drop(&mut self) {
         let _ = flock(self.0, FlockOperation::Unlock);
     }
 }
 
+fn open_lock_file(dir: &Dir) -> StoreResult<std::fs::File> {
+    dir.open_with(LOCK_FILE, OpenOptions::new().write(true).create(true))
+        .map(File::into_std)
+        .map_err(StoreError::io("open mailbox lock"))
+}
+
 fn file_id(file: &impl std::os::fd::AsFd) -> StoreResult<(u64, u64)> {
-    let st = rustix::fs::fstat(file).map_err(|e| StoreError::Io { op: "stat index", source: e.into() })?;
+    let st = rustix::fs::fstat(file).map_err(|e| StoreError::Io {
+        op: "stat index",
+        source: e.into(),
+    })?;
     Ok((st.st_dev, st.st_ino))
+}
+
+/// The Maildir base name for a file staged as `tmp/<tmp>` (adds the Maildir++ size field).
+pub(crate) fn base_name(tmp: &str, size: u64) -> String {
+    format!("{tmp},S={size}")
 }
 
 impl FsMailbox {
     /// Creates the Maildir directories and an empty index in `dir` (which must exist).
-    pub(crate) fn create_in(dir: &Dir, uid_validity: UidValidity, config: StoreConfig) -> StoreResult<()> {
+    pub(crate) fn create_in(
+        dir: &Dir,
+        uid_validity: UidValidity,
+        config: StoreConfig,
+    ) -> StoreResult<()> {
         for sub in layout::MAILDIR_SUBDIRS {
             match dir.create_dir(sub) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(StoreError::Io { op: "create maildir", source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        op: "create maildir",
+                        source: e,
+                    });
+                }
             }
         }
-        let _lock = DirLock::exclusive(dir)?;
+        let lock_file = open_lock_file(dir)?;
+        let _lock = MailboxLock::exclusive(&lock_file)?;
         if dir.exists(INDEX_FILE) {
             return Ok(());
         }
         let tmp = format!("{INDEX_FILE}.new");
         let mut f = dir
-            .open_with(&tmp, OpenOptions::new().write(true).create(true).truncate(true))
+            .open_with(
+                &tmp,
+                OpenOptions::new().write(true).create(true).truncate(true),
+            )
             .map_err(StoreError::io("create index"))?;
-        f.write_all(&journal::encode_header(uid_validity)).map_err(StoreError::io("write index"))?;
+        f.write_all(&journal::encode_header(uid_validity))
+            .map_err(StoreError::io("write index"))?;
         if config.fsync {
             f.sync_all().map_err(StoreError::io("fsync index"))?;
         }
-        dir.rename(&tmp, dir, INDEX_FILE).map_err(StoreError::io("create index"))?;
+        dir.rename(&tmp, dir, INDEX_FILE)
+            .map_err(StoreError::io("create index"))?;
         sync_dir(dir, ".", config)?;
         Ok(())
     }
 
     /// Opens a mailbox whose directory and index exist; recovers from a crash if needed.
     pub(crate) fn open(name: MailboxName, dir: Dir, config: StoreConfig) -> StoreResult<FsMailbox> {
+        let lock_file = open_lock_file(&dir)?;
         let inner = {
-            let _lock = DirLock::exclusive(&dir)?;
+            let _lock = MailboxLock::exclusive(&lock_file)?;
             let (journal, state, applied, journal_id) = load(&dir, config)?;
             clean_tmp(&dir);
             Inner {
@@ -166,6 +221,7 @@ impl FsMailbox {
         let mailbox = FsMailbox {
             name: Mutex::new(name),
             dir,
+            lock_file,
             config,
             inner: Mutex::new(inner),
             flushed: Condvar::new(),
@@ -174,6 +230,18 @@ impl FsMailbox {
         };
         mailbox.adopt_orphans(false)?;
         Ok(mailbox)
+    }
+
+    /// Makes everything written to this filesystem durable with one call (`syncfs`): how a bulk
+    /// writer commits thousands of files without an fsync each.
+    pub(crate) fn sync_filesystem(&self) -> StoreResult<()> {
+        if self.config.fsync {
+            rustix::fs::syncfs(&self.lock_file).map_err(|e| StoreError::Io {
+                op: "syncfs",
+                source: e.into(),
+            })?;
+        }
+        Ok(())
     }
 
     pub(crate) fn dir(&self) -> &Dir {
@@ -201,19 +269,36 @@ impl FsMailbox {
 
     /// Indexes files in `new/` (and `cur/` if `include_cur`) that the index does not know.
     pub(crate) fn adopt_orphans(&self, include_cur: bool) -> StoreResult<usize> {
-        let known: HashSet<Box<str>> =
-            lock(&self.inner).state.messages.iter().map(|e| e.base.clone()).collect();
+        let known: HashSet<Box<str>> = lock(&self.inner)
+            .state
+            .messages
+            .iter()
+            .map(|e| e.base.clone())
+            .collect();
         let mut ops = Vec::new();
-        let subdirs: &[&str] = if include_cur { &["new", "cur"] } else { &["new"] };
+        let subdirs: &[&str] = if include_cur {
+            &["new", "cur"]
+        } else {
+            &["new"]
+        };
         for sub in subdirs {
             let entries = match self.dir.read_dir(sub) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::Io { op: "scan maildir", source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        op: "scan maildir",
+                        source: e,
+                    });
+                }
             };
             for entry in entries.flatten() {
-                let Ok(file_name) = entry.file_name().into_string() else { continue };
-                if file_name.starts_with('.') || known.contains(layout::split_file_name(&file_name).0) {
+                let Ok(file_name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if file_name.starts_with('.')
+                    || known.contains(layout::split_file_name(&file_name).0)
+                {
                     continue;
                 }
                 let Ok(meta) = entry.metadata() else { continue };
@@ -224,9 +309,16 @@ impl FsMailbox {
                     .modified()
                     .ok()
                     .and_then(|t| t.into_std().duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .map(|d| InternalDate { unix_seconds: d.as_secs() as i64, offset_minutes: 0 })
+                    .map(|d| InternalDate {
+                        unix_seconds: d.as_secs() as i64,
+                        offset_minutes: 0,
+                    })
                     .unwrap_or_else(InternalDate::now);
-                ops.push(Op::Adopt { file: format!("{sub}/{file_name}"), size: meta.len(), internal_date });
+                ops.push(Op::Adopt {
+                    file: format!("{sub}/{file_name}"),
+                    size: meta.len(),
+                    internal_date,
+                });
             }
         }
         if ops.is_empty() {
@@ -256,7 +348,8 @@ impl FsMailbox {
     }
 
     pub(crate) fn entry(&self, uid: Uid) -> StoreResult<Entry> {
-        self.with_state(|s| s.get(uid).cloned())?.ok_or(StoreError::NoSuchMessage(uid))
+        self.with_state(|s| s.get(uid).cloned())?
+            .ok_or(StoreError::NoSuchMessage(uid))
     }
 
     pub(crate) fn changes_since(&self, since: ModSeq) -> StoreResult<Option<Changes>> {
@@ -270,7 +363,10 @@ impl FsMailbox {
     }
 
     fn notify(&self) {
-        let listeners: Vec<_> = lock(&self.listeners).iter().filter_map(Weak::upgrade).collect();
+        let listeners: Vec<_> = lock(&self.listeners)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
         for l in listeners {
             l.changed();
         }
@@ -302,17 +398,23 @@ impl FsMailbox {
         let path = self.locate(entry).ok_or(StoreError::NoSuchMessage(uid))?;
         self.dir.open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => StoreError::NoSuchMessage(uid),
-            _ => StoreError::Io { op: "open message", source: e },
+            _ => StoreError::Io {
+                op: "open message",
+                source: e,
+            },
         })
     }
 
     pub(crate) fn open_content(&self, uid: Uid) -> StoreResult<Box<dyn MessageContent>> {
         let entry = self.entry(uid)?;
         let file = self.open_file(&entry)?;
-        Ok(Box::new(FileContent { file: file.into_std(), size: entry.meta.size }))
+        Ok(Box::new(FileContent {
+            file: file.into_std(),
+            size: entry.meta.size,
+        }))
     }
 
-    fn locate(&self, entry: &Entry) -> Option<String> {
+    pub(crate) fn locate(&self, entry: &Entry) -> Option<String> {
         let cur = format!("cur/{}:2,{}", entry.base, entry.meta.flags.maildir_info());
         if self.dir.exists(&cur) {
             return Some(cur);
@@ -332,7 +434,11 @@ impl FsMailbox {
 
     /// Writes `prefix` then `content` into a new file in `tmp/`, fsyncs it, and returns its name
     /// and size. The caller queues an [`Op::Append`] for it.
-    pub(crate) fn write_tmp(&self, prefix: &[u8], content: &mut dyn Read) -> StoreResult<(String, u64)> {
+    pub(crate) fn write_tmp(
+        &self,
+        prefix: &[u8],
+        content: &mut dyn Read,
+    ) -> StoreResult<(String, u64)> {
         self.check_alive()?;
         write_tmp_in(&self.dir, prefix, content, self.config)
     }
@@ -344,7 +450,10 @@ impl FsMailbox {
                 StoreError::NoSuchMailbox(n) => n,
                 _ => self.name(),
             };
-            return ops.iter().map(|_| Err(StoreError::NoSuchMailbox(name.clone()))).collect();
+            return ops
+                .iter()
+                .map(|_| Err(StoreError::NoSuchMailbox(name.clone())))
+                .collect();
         }
         let mut inner = lock(&self.inner);
         let first = inner.next_ticket;
@@ -353,7 +462,9 @@ impl FsMailbox {
         inner.queue.extend((first..).zip(ops));
         loop {
             if (first..first + n).all(|t| inner.done.contains_key(&t)) {
-                return (first..first + n).filter_map(|t| inner.done.remove(&t)).collect();
+                return (first..first + n)
+                    .filter_map(|t| inner.done.remove(&t))
+                    .collect();
             }
             if inner.flushing {
                 inner = self.flushed.wait(inner).unwrap_or_else(|p| p.into_inner());
@@ -398,7 +509,13 @@ impl FsMailbox {
                 };
                 let text = e.to_string();
                 for t in tickets {
-                    inner.done.insert(t, Err(StoreError::Io { op: "commit", source: io::Error::new(kind, text.clone()) }));
+                    inner.done.insert(
+                        t,
+                        Err(StoreError::Io {
+                            op: "commit",
+                            source: io::Error::new(kind, text.clone()),
+                        }),
+                    );
                 }
                 inner.flushing = false;
                 self.flushed.notify_all();
@@ -411,10 +528,18 @@ impl FsMailbox {
     fn flush(
         &self,
         batch: Vec<(u64, Op)>,
-    ) -> Result<(Vec<Record>, u64, Vec<(u64, StoreResult<Outcome>)>, Vec<FileAction>), (Vec<u64>, StoreError)> {
+    ) -> Result<
+        (
+            Vec<Record>,
+            u64,
+            Vec<(u64, StoreResult<Outcome>)>,
+            Vec<FileAction>,
+        ),
+        (Vec<u64>, StoreError),
+    > {
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
         let fail = |e| (tickets.clone(), e);
-        let _lock = DirLock::exclusive(&self.dir).map_err(fail)?;
+        let _lock = MailboxLock::exclusive(&self.lock_file).map_err(fail)?;
         let mut plan = {
             let mut inner = lock(&self.inner);
             catch_up(&self.dir, &mut inner, self.config, true).map_err(fail)?;
@@ -442,12 +567,21 @@ impl FsMailbox {
             let write = inner
                 .journal
                 .write_all_at(&bytes, inner.applied)
-                .and_then(|()| if self.config.fsync { inner.journal.sync_data() } else { Ok(()) });
+                .and_then(|()| {
+                    if self.config.fsync {
+                        inner.journal.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                });
             if let Err(e) = write {
                 let _ = inner.journal.set_len(inner.applied);
                 drop(inner);
                 plan.undo_moves(&self.dir);
-                return Err(fail(StoreError::Io { op: "write index", source: e }));
+                return Err(fail(StoreError::Io {
+                    op: "write index",
+                    source: e,
+                }));
             }
         }
         Ok((plan.records, bytes.len() as u64, outcomes, plan.after))
@@ -494,7 +628,7 @@ impl FsMailbox {
 
     /// Rewrites the journal as a snapshot of the state; other processes notice the new inode.
     fn compact(&self) -> StoreResult<()> {
-        let _lock = DirLock::exclusive(&self.dir)?;
+        let _lock = MailboxLock::exclusive(&self.lock_file)?;
         let mut inner = lock(&self.inner);
         catch_up(&self.dir, &mut inner, self.config, true)?;
         let mut bytes = journal::encode_header(inner.state.uid_validity).to_vec();
@@ -504,13 +638,23 @@ impl FsMailbox {
         let tmp = format!("{INDEX_FILE}.new");
         let mut f = self
             .dir
-            .open_with(&tmp, OpenOptions::new().read(true).write(true).create(true).truncate(true))
+            .open_with(
+                &tmp,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
             .map_err(StoreError::io("compact index"))?;
-        f.write_all(&bytes).map_err(StoreError::io("compact index"))?;
+        f.write_all(&bytes)
+            .map_err(StoreError::io("compact index"))?;
         if self.config.fsync {
             f.sync_all().map_err(StoreError::io("compact index"))?;
         }
-        self.dir.rename(&tmp, &self.dir, INDEX_FILE).map_err(StoreError::io("compact index"))?;
+        self.dir
+            .rename(&tmp, &self.dir, INDEX_FILE)
+            .map_err(StoreError::io("compact index"))?;
         sync_dir(&self.dir, ".", self.config)?;
         inner.journal_id = file_id(&f)?;
         inner.journal = f.into_std();
@@ -563,7 +707,10 @@ impl Plan {
 
     fn next_uid(&mut self) -> StoreResult<Uid> {
         let uid = Uid::new(self.uid_next).ok_or(StoreError::UidsExhausted)?;
-        self.uid_next = self.uid_next.checked_add(1).ok_or(StoreError::UidsExhausted)?;
+        self.uid_next = self
+            .uid_next
+            .checked_add(1)
+            .ok_or(StoreError::UidsExhausted)?;
         Ok(uid)
     }
 
@@ -580,9 +727,14 @@ impl Plan {
 
     fn add(&mut self, state: &State, op: Op) -> StoreResult<Outcome> {
         match op {
-            Op::Append { tmp, size, flags, internal_date } => {
+            Op::Append {
+                tmp,
+                base,
+                size,
+                flags,
+                internal_date,
+            } => {
                 let uid = self.next_uid()?;
-                let base = format!("{tmp},S={size}");
                 let (to, dir) = if flags.is_empty() {
                     (format!("new/{base}"), "new")
                 } else {
@@ -591,11 +743,23 @@ impl Plan {
                 self.moves.push((format!("tmp/{tmp}"), to));
                 self.dirty_dirs.insert(dir);
                 let modseq = self.next_modseq();
-                self.records.push(Record::Append { uid, modseq, internal_date, size, flags, base });
+                self.records.push(Record::Append {
+                    uid,
+                    modseq,
+                    internal_date,
+                    size,
+                    flags,
+                    base,
+                });
                 Ok(Outcome::Appended(uid))
             }
-            Op::Adopt { file, size, internal_date } => {
-                let (base, info) = layout::split_file_name(file.split_once('/').map_or(&file[..], |(_, n)| n));
+            Op::Adopt {
+                file,
+                size,
+                internal_date,
+            } => {
+                let (base, info) =
+                    layout::split_file_name(file.split_once('/').map_or(&file[..], |(_, n)| n));
                 if state.messages.iter().any(|e| &*e.base == base) {
                     return Ok(Outcome::Appended(Uid::MIN)); // adopted by another process meanwhile
                 }
@@ -611,11 +775,18 @@ impl Plan {
                 });
                 Ok(Outcome::Appended(uid))
             }
-            Op::Flags { uids, op, flags, unchanged_since } => {
+            Op::Flags {
+                uids,
+                op,
+                flags,
+                unchanged_since,
+            } => {
                 let mut update = FlagUpdate::default();
                 let mut changed = Vec::new();
                 for uid in uids {
-                    let Some((current, modseq, entry)) = self.current(state, uid) else { continue };
+                    let Some((current, modseq, entry)) = self.current(state, uid) else {
+                        continue;
+                    };
                     if unchanged_since.is_some_and(|u| modseq > u) {
                         update.modified.push(uid);
                         continue;
@@ -644,7 +815,11 @@ impl Plan {
                                 to: format!("cur/{}:2,{new_info}", entry.base),
                             });
                         }
-                        self.records.push(Record::Flags { modseq, uid, flags: new.clone() });
+                        self.records.push(Record::Flags {
+                            modseq,
+                            uid,
+                            flags: new.clone(),
+                        });
                         self.pending_flags.insert(uid, (new.clone(), modseq));
                         let mut meta = entry.meta.clone();
                         meta.flags = new;
@@ -655,18 +830,26 @@ impl Plan {
                 update.updated.sort_by_key(|m| m.uid);
                 Ok(Outcome::Flags(update))
             }
-            Op::Expunge { only, require_deleted } => {
+            Op::Expunge {
+                only,
+                require_deleted,
+            } => {
                 let candidates: Vec<Uid> = match &only {
                     Some(uids) => uids.clone(),
                     None => state.messages.iter().map(|e| e.meta.uid).collect(),
                 };
                 let mut gone = Vec::new();
                 for uid in candidates {
-                    let Some((flags, _, entry)) = self.current(state, uid) else { continue };
+                    let Some((flags, _, entry)) = self.current(state, uid) else {
+                        continue;
+                    };
                     if require_deleted && !flags.contains(SystemFlag::Deleted) {
                         continue;
                     }
-                    let paths = [format!("cur/{}:2,{}", entry.base, flags.maildir_info()), format!("new/{}", entry.base)];
+                    let paths = [
+                        format!("cur/{}:2,{}", entry.base, flags.maildir_info()),
+                        format!("new/{}", entry.base),
+                    ];
                     self.unlinks.extend(paths);
                     gone.push(uid);
                 }
@@ -677,7 +860,10 @@ impl Plan {
                     self.dirty_dirs.insert("new");
                     self.expunged.extend(gone.iter().copied());
                     let modseq = self.next_modseq();
-                    self.records.push(Record::Expunge { modseq, uids: gone.clone() });
+                    self.records.push(Record::Expunge {
+                        modseq,
+                        uids: gone.clone(),
+                    });
                 }
                 Ok(Outcome::Expunged(gone))
             }
@@ -690,7 +876,9 @@ impl Plan {
                     .collect();
                 if self.uid_next > self.first_recent {
                     self.first_recent = self.uid_next;
-                    self.records.push(Record::RecentClaimed { first_recent: self.uid_next });
+                    self.records.push(Record::RecentClaimed {
+                        first_recent: self.uid_next,
+                    });
                 }
                 Ok(Outcome::Recent(claimed))
             }
@@ -702,7 +890,10 @@ impl Plan {
         for (from, to) in &self.moves {
             if let Err(e) = dir.rename(from, dir, to) {
                 self.moves = done;
-                return Err(StoreError::Io { op: "move message into mailbox", source: e });
+                return Err(StoreError::Io {
+                    op: "move message into mailbox",
+                    source: e,
+                });
             }
             done.push((from.clone(), to.clone()));
         }
@@ -710,7 +901,12 @@ impl Plan {
             match dir.remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Io { op: "remove expunged message", source: e }),
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        op: "remove expunged message",
+                        source: e,
+                    });
+                }
             }
         }
         for sub in &self.dirty_dirs {
@@ -738,9 +934,11 @@ fn load(dir: &Dir, config: StoreConfig) -> StoreResult<(std::fs::File, State, u6
         .map_err(StoreError::io("open index"))?
         .into_std();
     let mut header = [0u8; journal::HEADER_LEN];
-    journal.read_exact_at(&mut header, 0).map_err(|_| StoreError::Corrupt(format!("{INDEX_FILE}: short header")))?;
-    let uid_validity =
-        journal::decode_header(&header).map_err(|e| StoreError::Corrupt(format!("{INDEX_FILE}: {e}")))?;
+    journal
+        .read_exact_at(&mut header, 0)
+        .map_err(|_| StoreError::Corrupt(format!("{INDEX_FILE}: short header")))?;
+    let uid_validity = journal::decode_header(&header)
+        .map_err(|e| StoreError::Corrupt(format!("{INDEX_FILE}: {e}")))?;
     let journal_id = file_id(&journal)?;
     let mut inner = Inner {
         state: State::new(uid_validity),
@@ -773,12 +971,19 @@ fn catch_up(dir: &Dir, inner: &mut Inner, config: StoreConfig, locked: bool) -> 
             return Ok(());
         }
     }
-    let len = inner.journal.metadata().map_err(StoreError::io("stat index"))?.len();
+    let len = inner
+        .journal
+        .metadata()
+        .map_err(StoreError::io("stat index"))?
+        .len();
     if len <= inner.applied {
         return Ok(());
     }
     let mut buf = vec![0u8; (len - inner.applied) as usize];
-    inner.journal.read_exact_at(&mut buf, inner.applied).map_err(StoreError::io("read index"))?;
+    inner
+        .journal
+        .read_exact_at(&mut buf, inner.applied)
+        .map_err(StoreError::io("read index"))?;
     let mut pos = 0;
     loop {
         match journal::decode_next(&buf[pos..]) {
@@ -794,9 +999,15 @@ fn catch_up(dir: &Dir, inner: &mut Inner, config: StoreConfig, locked: bool) -> 
                         discarded = buf.len() - pos,
                         "index ends in a torn record (a crash during a write); cutting it off"
                     );
-                    inner.journal.set_len(inner.applied + pos as u64).map_err(StoreError::io("truncate index"))?;
+                    inner
+                        .journal
+                        .set_len(inner.applied + pos as u64)
+                        .map_err(StoreError::io("truncate index"))?;
                     if config.fsync {
-                        inner.journal.sync_data().map_err(StoreError::io("fsync index"))?;
+                        inner
+                            .journal
+                            .sync_data()
+                            .map_err(StoreError::io("fsync index"))?;
                     }
                 }
                 break;
@@ -809,7 +1020,9 @@ fn catch_up(dir: &Dir, inner: &mut Inner, config: StoreConfig, locked: bool) -> 
 
 /// Removes stale files from `tmp/` (Maildir: a file there for long is a failed delivery).
 fn clean_tmp(dir: &Dir) {
-    let Ok(entries) = dir.read_dir("tmp") else { return };
+    let Ok(entries) = dir.read_dir("tmp") else {
+        return;
+    };
     let now = SystemTime::now();
     for entry in entries.flatten() {
         let Ok(meta) = entry.metadata() else { continue };
@@ -830,12 +1043,22 @@ pub(crate) fn sync_dir(dir: &Dir, sub: &str, config: StoreConfig) -> StoreResult
     if !config.fsync {
         return Ok(());
     }
-    let d = if sub == "." { dir.open(".") } else { dir.open(sub) };
-    d.and_then(|f| f.sync_all()).map_err(StoreError::io("fsync directory"))
+    let d = if sub == "." {
+        dir.open(".")
+    } else {
+        dir.open(sub)
+    };
+    d.and_then(|f| f.sync_all())
+        .map_err(StoreError::io("fsync directory"))
 }
 
 /// See [`FsMailbox::write_tmp`].
-pub(crate) fn write_tmp_in(dir: &Dir, prefix: &[u8], content: &mut dyn Read, config: StoreConfig) -> StoreResult<(String, u64)> {
+pub(crate) fn write_tmp_in(
+    dir: &Dir,
+    prefix: &[u8],
+    content: &mut dyn Read,
+    config: StoreConfig,
+) -> StoreResult<(String, u64)> {
     let name = layout::unique_base(0);
     let name = name.trim_end_matches(",S=0").to_owned();
     let path = format!("tmp/{name}");
@@ -855,7 +1078,10 @@ pub(crate) fn write_tmp_in(dir: &Dir, prefix: &[u8], content: &mut dyn Read, con
         Ok(size) => Ok((name, size)),
         Err(e) => {
             let _ = dir.remove_file(&path);
-            Err(StoreError::Io { op: "write message file", source: e })
+            Err(StoreError::Io {
+                op: "write message file",
+                source: e,
+            })
         }
     }
 }

@@ -13,7 +13,7 @@ use wasmail_types::{
 /// A spool file untouched this long belongs to no session.
 const STALE_SPOOL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-use crate::mailbox::{FsMailbox, Op, Outcome, write_tmp_in};
+use crate::mailbox::{FsMailbox, Op, Outcome, base_name, write_tmp_in};
 use crate::{StoreInner, layout};
 
 pub(crate) struct FsSpoolWriter {
@@ -28,16 +28,27 @@ impl FsSpoolWriter {
         let name = layout::unique_base(0).trim_end_matches(",S=0").to_owned();
         let file = store
             .spool
-            .open_with(&name, OpenOptions::new().read(true).write(true).create_new(true))
+            .open_with(
+                &name,
+                OpenOptions::new().read(true).write(true).create_new(true),
+            )
             .map_err(StoreError::io("create spool file"))?
             .into_std();
-        Ok(FsSpoolWriter { store, name, file: Some(file), written: 0 })
+        Ok(FsSpoolWriter {
+            store,
+            name,
+            file: Some(file),
+            written: 0,
+        })
     }
 }
 
 impl Write for FsSpoolWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().ok_or_else(|| io::Error::other("spool writer finished"))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("spool writer finished"))?;
         let n = file.write(buf)?;
         self.written += n as u64;
         Ok(n)
@@ -58,7 +69,10 @@ impl Drop for FsSpoolWriter {
 
 impl SpoolWriter for FsSpoolWriter {
     fn finish(mut self: Box<Self>) -> StoreResult<Box<dyn SpooledMessage>> {
-        let file = self.file.take().ok_or(StoreError::NotPermitted("spool writer finished twice"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or(StoreError::NotPermitted("spool writer finished twice"))?;
         Ok(Box::new(FsSpooled {
             store: self.store.clone(),
             name: std::mem::take(&mut self.name),
@@ -112,7 +126,17 @@ impl io::Read for Reader<'_> {
 
 impl SpooledMessage for FsSpooled {
     fn deliver(&self, prefix: &[u8], targets: &[DeliveryTarget]) -> StoreResult<Vec<Delivered>> {
-        deliver(&self.store, prefix, &mut || Box::new(Reader { spooled: self, pos: 0 }), targets)
+        deliver(
+            &self.store,
+            prefix,
+            &mut || {
+                Box::new(Reader {
+                    spooled: self,
+                    pos: 0,
+                })
+            },
+            targets,
+        )
     }
 }
 
@@ -162,32 +186,52 @@ pub(crate) fn deliver<'c>(
             .zip(&staged)
             .zip(targets)
             .map(|((mailbox, (tmp, size)), target)| {
-                let op = Op::Append { tmp: tmp.clone(), size: *size, flags: target.flags.clone(), internal_date: date };
-                scope.spawn(move || mailbox.commit(vec![op]).pop().unwrap_or(Err(StoreError::NotPermitted("empty commit"))))
+                let op = Op::Append {
+                    tmp: tmp.clone(),
+                    base: base_name(tmp, *size),
+                    size: *size,
+                    flags: target.flags.clone(),
+                    internal_date: date,
+                };
+                scope.spawn(move || {
+                    mailbox
+                        .commit(vec![op])
+                        .pop()
+                        .unwrap_or(Err(StoreError::NotPermitted("empty commit")))
+                })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or(Err(StoreError::NotPermitted("delivery thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(StoreError::NotPermitted("delivery thread panicked")))
+            })
             .collect()
     });
     let mut delivered = Vec::new();
     let mut failure = None;
     for ((outcome, mailbox), target) in outcomes.into_iter().zip(&mailboxes).zip(targets) {
         match outcome {
-            Ok(Outcome::Appended(uid)) => delivered.push((mailbox.clone(), Delivered {
-                account: target.account.clone(),
-                mailbox: target.mailbox.clone(),
-                uid_validity: mailbox.status()?.uid_validity,
-                uid,
-            })),
+            Ok(Outcome::Appended(uid)) => delivered.push((
+                mailbox.clone(),
+                Delivered {
+                    account: target.account.clone(),
+                    mailbox: target.mailbox.clone(),
+                    uid_validity: mailbox.status()?.uid_validity,
+                    uid,
+                },
+            )),
             Ok(_) => {}
             Err(e) => failure = Some(e),
         }
     }
     if let Some(e) = failure {
         for (mailbox, d) in &delivered {
-            for r in mailbox.commit(vec![Op::Expunge { only: Some(vec![d.uid]), require_deleted: false }]) {
+            for r in mailbox.commit(vec![Op::Expunge {
+                only: Some(vec![d.uid]),
+                require_deleted: false,
+            }]) {
                 if let Err(undo) = r {
                     tracing::error!(account = %d.account, uid = %d.uid, error = %undo, "could not take back a partial delivery");
                 }
@@ -209,9 +253,16 @@ pub(crate) fn open_spool(data: &Dir) -> StoreResult<Dir> {
     match data.create_dir("spool") {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StoreError::Io { op: "create spool", source: e }),
+        Err(e) => {
+            return Err(StoreError::Io {
+                op: "create spool",
+                source: e,
+            });
+        }
     }
-    let spool = data.open_dir("spool").map_err(StoreError::io("open spool"))?;
+    let spool = data
+        .open_dir("spool")
+        .map_err(StoreError::io("open spool"))?;
     // Spool files were never acknowledged (delivery acknowledges). Old ones are a crashed run's;
     // young ones may belong to another process sharing the data dir (`wasmail import`).
     let now = std::time::SystemTime::now();

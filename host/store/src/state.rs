@@ -52,7 +52,9 @@ impl State {
     }
 
     pub fn position(&self, uid: Uid) -> Option<usize> {
-        self.messages.binary_search_by_key(&uid, |e| e.meta.uid).ok()
+        self.messages
+            .binary_search_by_key(&uid, |e| e.meta.uid)
+            .ok()
     }
 
     pub fn get(&self, uid: Uid) -> Option<&Entry> {
@@ -61,7 +63,14 @@ impl State {
 
     pub fn apply(&mut self, record: &Record) {
         match record {
-            Record::Append { uid, modseq, internal_date, size, flags, base } => {
+            Record::Append {
+                uid,
+                modseq,
+                internal_date,
+                size,
+                flags,
+                base,
+            } => {
                 self.bump(*modseq);
                 if uid.get() < self.uid_next {
                     // Already known (a record replayed twice can only be a bug elsewhere; the
@@ -115,7 +124,11 @@ impl State {
                 self.dead_records += 1;
                 self.first_recent = self.first_recent.max(*first_recent);
             }
-            Record::Checkpoint { uid_next, highest_modseq, first_recent } => {
+            Record::Checkpoint {
+                uid_next,
+                highest_modseq,
+                first_recent,
+            } => {
                 self.uid_next = self.uid_next.max(*uid_next);
                 self.bump(*highest_modseq);
                 self.first_recent = self.first_recent.max(*first_recent);
@@ -136,10 +149,15 @@ impl State {
     }
 
     pub fn status(&self) -> MailboxStatus {
-        let unseen =
-            self.messages.iter().filter(|e| !e.meta.flags.contains(SystemFlag::Seen)).count();
+        let unseen = self
+            .messages
+            .iter()
+            .filter(|e| !e.meta.flags.contains(SystemFlag::Seen))
+            .count();
         let recent = self.messages.len()
-            - self.messages.partition_point(|e| e.meta.uid.get() < self.first_recent);
+            - self
+                .messages
+                .partition_point(|e| e.meta.uid.get() < self.first_recent);
         MailboxStatus {
             messages: self.messages.len() as u32,
             recent: recent as u32,
@@ -164,20 +182,28 @@ impl State {
             .filter(|e| e.meta.modseq > since)
             .map(|e| e.meta.clone())
             .collect();
-        Some(Changes { expunged, changed, highest_modseq: self.highest_modseq })
+        Some(Changes {
+            expunged,
+            changed,
+            highest_modseq: self.highest_modseq,
+        })
     }
 
     /// Records that recreate this state from scratch (for compaction).
     pub fn snapshot_records(&self) -> Vec<Record> {
         // Appends first: an Append below `uid_next` is ignored, so the checkpoint must come last.
-        let mut out: Vec<Record> = self.messages.iter().map(|e| Record::Append {
-            uid: e.meta.uid,
-            modseq: e.meta.modseq,
-            internal_date: e.meta.internal_date,
-            size: e.meta.size,
-            flags: e.meta.flags.clone(),
-            base: e.base.to_string(),
-        }).collect();
+        let mut out: Vec<Record> = self
+            .messages
+            .iter()
+            .map(|e| Record::Append {
+                uid: e.meta.uid,
+                modseq: e.meta.modseq,
+                internal_date: e.meta.internal_date,
+                size: e.meta.size,
+                flags: e.meta.flags.clone(),
+                base: e.base.to_string(),
+            })
+            .collect();
         out.push(Record::Checkpoint {
             uid_next: self.uid_next,
             highest_modseq: self.highest_modseq,

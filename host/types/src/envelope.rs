@@ -27,7 +27,13 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn new(peer: SocketAddr, local: SocketAddr) -> Self {
-        ClientInfo { peer, local, helo: None, tls: None, authenticated: None }
+        ClientInfo {
+            peer,
+            local,
+            helo: None,
+            tls: None,
+            authenticated: None,
+        }
     }
 
     /// Loopback peers may use plaintext authentication by default: nothing crosses a network.

@@ -20,6 +20,7 @@ mod reply;
 mod secret;
 mod store;
 mod verdict;
+mod view;
 
 pub use address::{Address, AddressError, Domain, ForwardPath, ReversePath};
 pub use envelope::{ClientInfo, Envelope, TlsInfo};
@@ -30,3 +31,4 @@ pub use store::{
     MessageContent, SpoolWriter, SpooledMessage, StoreError, StoreResult,
 };
 pub use verdict::{Modification, Verdict};
+pub use view::{MailboxView, ViewEvent};

@@ -149,7 +149,8 @@ impl Flags {
         !keyword.is_empty()
             && keyword.len() <= MAX_KEYWORD_LEN
             && keyword.bytes().all(|b| {
-                b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+                b.is_ascii_graphic()
+                    && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
             })
     }
 
@@ -171,7 +172,10 @@ impl Flags {
 
     /// Rebuilds flags from their stored form; bits outside the five system flags are dropped.
     pub fn from_bits(system: u8) -> Flags {
-        Flags { system: system & 0x1f, keywords: Vec::new() }
+        Flags {
+            system: system & 0x1f,
+            keywords: Vec::new(),
+        }
     }
 
     pub fn keywords(&self) -> &[String] {
@@ -184,7 +188,8 @@ impl Flags {
 
     fn keyword_index(&self, keyword: &str) -> Result<usize, usize> {
         let key = keyword.to_ascii_lowercase();
-        self.keywords.binary_search_by(|k| k.to_ascii_lowercase().cmp(&key))
+        self.keywords
+            .binary_search_by(|k| k.to_ascii_lowercase().cmp(&key))
     }
 
     /// Adds a keyword; returns false (and changes nothing) if it is not a valid atom or the
@@ -274,7 +279,10 @@ impl InternalDate {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        InternalDate { unix_seconds, offset_minutes: 0 }
+        InternalDate {
+            unix_seconds,
+            offset_minutes: 0,
+        }
     }
 }
 
@@ -358,7 +366,9 @@ impl SpecialUse {
 
     /// Parses the IMAP spelling, case-insensitively.
     pub fn from_imap(s: &str) -> Option<SpecialUse> {
-        SpecialUse::ALL.into_iter().find(|u| u.as_imap().eq_ignore_ascii_case(s))
+        SpecialUse::ALL
+            .into_iter()
+            .find(|u| u.as_imap().eq_ignore_ascii_case(s))
     }
 }
 
@@ -426,7 +436,9 @@ impl MailboxName {
 
     /// The name one level up, if any.
     pub fn parent(&self) -> Option<MailboxName> {
-        self.0.rsplit_once(HIERARCHY_SEPARATOR).map(|(p, _)| MailboxName(p.to_owned()))
+        self.0
+            .rsplit_once(HIERARCHY_SEPARATOR)
+            .map(|(p, _)| MailboxName(p.to_owned()))
     }
 
     /// True if `self` is strictly below `ancestor` in the hierarchy.
@@ -473,8 +485,21 @@ mod tests {
         assert_eq!(MailboxName::new("inbox").unwrap().as_str(), "INBOX");
         assert_eq!(MailboxName::new("InBoX/Sub").unwrap().as_str(), "INBOX/Sub");
         assert_eq!(MailboxName::new("Inboxes").unwrap().as_str(), "Inboxes");
-        assert_eq!(MailboxName::new("Ärchiv/2024").unwrap().as_str(), "Ärchiv/2024");
-        for bad in ["", "/a", "a/", "a//b", "a\0b", "a\nb", "a*", "a%b", &"x".repeat(256)] {
+        assert_eq!(
+            MailboxName::new("Ärchiv/2024").unwrap().as_str(),
+            "Ärchiv/2024"
+        );
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a\0b",
+            "a\nb",
+            "a*",
+            "a%b",
+            &"x".repeat(256),
+        ] {
             assert!(MailboxName::new(bad).is_err(), "{bad:?}");
         }
         // Dots and `..` are ordinary characters here; the store encodes them on disk.
@@ -498,7 +523,10 @@ mod tests {
     fn flags_apply_and_maildir_info() {
         let mut f = Flags::from_system(&[SystemFlag::Seen, SystemFlag::Flagged]);
         assert!(f.add_keyword("$Junk"));
-        assert!(f.add_keyword("$junk"), "duplicate ignoring case is accepted and not added");
+        assert!(
+            f.add_keyword("$junk"),
+            "duplicate ignoring case is accepted and not added"
+        );
         assert_eq!(f.keywords(), ["$Junk"]);
         assert!(!f.add_keyword("bad keyword"));
         assert!(!f.add_keyword("\\Seen"));

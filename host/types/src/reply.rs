@@ -16,7 +16,11 @@ pub struct EnhancedCode {
 
 impl EnhancedCode {
     pub const fn new(class: u8, subject: u16, detail: u16) -> Self {
-        EnhancedCode { class, subject, detail }
+        EnhancedCode {
+            class,
+            subject,
+            detail,
+        }
     }
 
     /// Parses `x.y.z` with the RFC 3463 ranges: class 2, 4 or 5; subject and detail 0..=999.
@@ -37,7 +41,11 @@ impl EnhancedCode {
         if !matches!(class, 2 | 4 | 5) {
             return Err(ReplyError::BadEnhancedCode);
         }
-        Ok(EnhancedCode { class, subject: num(sub, 3)?, detail: num(det, 3)? })
+        Ok(EnhancedCode {
+            class,
+            subject: num(sub, 3)?,
+            detail: num(det, 3)?,
+        })
     }
 }
 
@@ -93,10 +101,10 @@ impl Reply {
         if !(200..=599).contains(&code) {
             return Err(ReplyError::BadCode);
         }
-        if let Some(e) = enhanced {
-            if u16::from(e.class) != code / 100 || e.subject > 999 || e.detail > 999 {
-                return Err(ReplyError::BadEnhancedCode);
-            }
+        if let Some(e) = enhanced
+            && (u16::from(e.class) != code / 100 || e.subject > 999 || e.detail > 999)
+        {
+            return Err(ReplyError::BadEnhancedCode);
         }
         let lines: Vec<String> = text.split('\n').map(str::to_owned).collect();
         if lines.len() > MAX_LINES {
@@ -110,7 +118,11 @@ impl Reply {
                 return Err(ReplyError::TooLong);
             }
         }
-        Ok(Reply { code, enhanced, lines })
+        Ok(Reply {
+            code,
+            enhanced,
+            lines,
+        })
     }
 
     /// A reply built from constants in the code base; the constants are checked by tests.
@@ -189,7 +201,10 @@ mod tests {
         let r = Reply::new(250, None, "mail.example\nPIPELINING\nSIZE 1000").unwrap();
         let mut out = Vec::new();
         r.write_to(&mut out);
-        assert_eq!(out, b"250-mail.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n");
+        assert_eq!(
+            out,
+            b"250-mail.example\r\n250-PIPELINING\r\n250 SIZE 1000\r\n"
+        );
     }
 
     #[test]
@@ -204,16 +219,30 @@ mod tests {
             Reply::new(550, None, "bad\r\n250 ok"),
             Err(ReplyError::ControlCharacter)
         );
-        assert_eq!(Reply::new(550, None, "nul\0"), Err(ReplyError::ControlCharacter));
-        assert_eq!(Reply::new(550, None, &"x".repeat(600)), Err(ReplyError::TooLong));
-        assert_eq!(Reply::new(550, None, &"x\n".repeat(40)), Err(ReplyError::TooLong));
+        assert_eq!(
+            Reply::new(550, None, "nul\0"),
+            Err(ReplyError::ControlCharacter)
+        );
+        assert_eq!(
+            Reply::new(550, None, &"x".repeat(600)),
+            Err(ReplyError::TooLong)
+        );
+        assert_eq!(
+            Reply::new(550, None, &"x\n".repeat(40)),
+            Err(ReplyError::TooLong)
+        );
     }
 
     #[test]
     fn enhanced_code_parsing() {
         assert_eq!(EnhancedCode::parse("5.1.1"), Ok(EnhancedCode::new(5, 1, 1)));
-        assert_eq!(EnhancedCode::parse("4.7.999"), Ok(EnhancedCode::new(4, 7, 999)));
-        for bad in ["3.1.1", "5.1", "5.1.1.1", "5.1000.1", "5..1", "a.b.c", "55.1.1", ""] {
+        assert_eq!(
+            EnhancedCode::parse("4.7.999"),
+            Ok(EnhancedCode::new(4, 7, 999))
+        );
+        for bad in [
+            "3.1.1", "5.1", "5.1.1.1", "5.1000.1", "5..1", "a.b.c", "55.1.1", "",
+        ] {
             assert!(EnhancedCode::parse(bad).is_err(), "{bad}");
         }
     }

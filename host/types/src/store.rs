@@ -24,7 +24,10 @@ pub enum StoreError {
     /// The account identifier cannot name an account (empty, too long, control characters).
     InvalidAccount(String),
     /// The mailbox name is not acceptable; the reason says why.
-    InvalidName { name: String, reason: &'static str },
+    InvalidName {
+        name: String,
+        reason: &'static str,
+    },
     NoSuchMailbox(MailboxName),
     MailboxExists(MailboxName),
     /// The UID is not (or no longer) in the mailbox.
@@ -36,7 +39,10 @@ pub enum StoreError {
     /// The mailbox ran out of UIDs; it needs a new UIDVALIDITY.
     UidsExhausted,
     /// The operating system refused; `op` names what the store was doing.
-    Io { op: &'static str, source: io::Error },
+    Io {
+        op: &'static str,
+        source: io::Error,
+    },
 }
 
 impl StoreError {

@@ -24,9 +24,14 @@ pub enum Verdict {
 /// accumulate and are applied once, after the chain has decided.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Modification {
-    AddHeader { name: String, value: String },
+    AddHeader {
+        name: String,
+        value: String,
+    },
     /// Removes every header field with this name (case-insensitive).
-    RemoveHeader { name: String },
+    RemoveHeader {
+        name: String,
+    },
     AddRecipient(Address),
     RemoveRecipient(Address),
 }
