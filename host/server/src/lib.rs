@@ -1,0 +1,26 @@
+//! wasmail: a mail server (SMTP, IMAP, POP3) whose policy runs in sandboxed WebAssembly plugins.
+//!
+//! This crate is the host around the sans-I/O pieces: it reads the configuration, sets up
+//! logging, and (as the work proceeds) runs the network drivers and offers the embedding API.
+//! The `wasmail` binary is a thin command line over it.
+//!
+//! ```text
+//!   operator: `wasmail` binary               embedder: a Rust program
+//!   (main.rs, cli.rs)                        (uses this crate + wasmail-types)
+//!            \                                /
+//!   +--------------------- wasmail (this crate) ----------------------+
+//!   | config   TOML file --> Config (validated; defaults when absent) |
+//!   | logging  tracing subscriber, human or JSON, to stderr           |
+//!   | import   an existing Maildir --> the mail store                 |
+//!   | drivers  socket <-> tokio + rustls <-> protocol state machine   |
+//!   |          <-> plugin chain <-> mail store            (to come)   |
+//!   +-----------------------------------------------------------------+
+//!        |                  |                   |
+//!   wasmail-proto     wasmail-store      wasmail-plugin      all --> wasmail-types
+//!   (SMTP/IMAP/POP3   (Maildir + index)  (wasmtime host)
+//!    sans I/O)
+//! ```
+
+pub mod config;
+pub mod import;
+pub mod logging;
