@@ -516,9 +516,11 @@ impl Account for FsAccount {
     fn usage(&self) -> StoreResult<Usage> {
         let mut usage = Usage::default();
         for name in self.names()? {
-            let s = self.open_mailbox(&name)?.status()?;
-            usage.messages += u64::from(s.messages);
-            usage.bytes += s.size;
+            let (messages, bytes) = self
+                .open_mailbox(&name)?
+                .with_state(|s| (s.messages.len() as u64, s.total_size))?;
+            usage.messages += messages;
+            usage.bytes += bytes;
         }
         Ok(usage)
     }

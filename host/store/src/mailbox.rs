@@ -540,18 +540,16 @@ impl FsMailbox {
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
         let fail = |e| (tickets.clone(), e);
         let _lock = MailboxLock::exclusive(&self.lock_file).map_err(fail)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
         let mut plan = {
             let mut inner = lock(&self.inner);
             catch_up(&self.dir, &mut inner, self.config, true).map_err(fail)?;
-            Plan::new(&inner.state)
-        };
-        let mut outcomes = Vec::with_capacity(batch.len());
-        {
-            let inner = lock(&self.inner);
+            let mut plan = Plan::new(&inner.state);
             for (ticket, op) in batch {
                 outcomes.push((ticket, plan.add(&inner.state, op)));
             }
-        }
+            plan
+        };
         // File moves first, then their directories' fsync, then the journal: a durable record
         // always points at a durable file.
         if let Err(e) = plan.move_files(&self.dir, self.config) {
@@ -682,6 +680,8 @@ struct Plan {
     pending_flags: HashMap<Uid, (Flags, ModSeq)>,
     expunged: HashSet<Uid>,
     first_recent: u32,
+    /// Base names in the mailbox, built on the first adoption of a batch.
+    known_bases: Option<HashSet<Box<str>>>,
 }
 
 impl Plan {
@@ -697,6 +697,7 @@ impl Plan {
             pending_flags: HashMap::new(),
             expunged: HashSet::new(),
             first_recent: state.first_recent,
+            known_bases: None,
         }
     }
 
@@ -760,7 +761,10 @@ impl Plan {
             } => {
                 let (base, info) =
                     layout::split_file_name(file.split_once('/').map_or(&file[..], |(_, n)| n));
-                if state.messages.iter().any(|e| &*e.base == base) {
+                let known = self
+                    .known_bases
+                    .get_or_insert_with(|| state.messages.iter().map(|e| e.base.clone()).collect());
+                if !known.insert(base.into()) {
                     return Ok(Outcome::Appended(Uid::MIN)); // adopted by another process meanwhile
                 }
                 let uid = self.next_uid()?;

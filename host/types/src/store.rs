@@ -104,6 +104,44 @@ pub trait MessageContent: Send + Sync {
     fn read_all(&self) -> io::Result<Vec<u8>> {
         self.read_range(0, self.size())
     }
+
+    /// The header section including the blank line that ends it (RFC 5322 2.1), read in chunks
+    /// so the body is not read. A message without a blank line is all header.
+    fn read_header(&self) -> io::Result<Vec<u8>> {
+        const CHUNK: u64 = 8192;
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            let chunk = self.read_range(offset, CHUNK)?;
+            if chunk.is_empty() {
+                return Ok(out);
+            }
+            // Search from a little before the new chunk, for a terminator split across chunks.
+            let from = out.len().saturating_sub(3);
+            out.extend_from_slice(&chunk);
+            offset += chunk.len() as u64;
+            if let Some(end) = header_end(&out[from..]) {
+                out.truncate(from + end);
+                return Ok(out);
+            }
+        }
+    }
+}
+
+/// The length of the header section at the start of `bytes` (CRLF CRLF, or bare LF LF, ends it).
+fn header_end(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\n' {
+            match bytes.get(i + 1) {
+                Some(b'\n') => return Some(i + 2),
+                Some(b'\r') if bytes.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Told when a mailbox changes (in this process at once; other processes' changes when the
@@ -225,4 +263,38 @@ pub trait MailStore: Send + Sync {
     /// Opens an account, creating it (with the usual folders) on first use.
     fn account(&self, id: &str) -> StoreResult<Arc<dyn Account>>;
     fn spool(&self) -> StoreResult<Box<dyn SpoolWriter>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Bytes(Vec<u8>);
+
+    impl MessageContent for Bytes {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            let rest = self.0.get(offset as usize..).unwrap_or(&[]);
+            let n = rest.len().min(buf.len()).min(7); // short reads, as files may give
+            buf[..n].copy_from_slice(&rest[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn header_is_read_up_to_and_including_the_blank_line() {
+        let m = Bytes(b"Subject: x\r\nFrom: y\r\n\r\nbody\r\n\r\nmore\r\n".to_vec());
+        assert_eq!(m.read_header().unwrap(), b"Subject: x\r\nFrom: y\r\n\r\n");
+        let lf = Bytes(b"A: 1\nB: 2\n\nbody\n".to_vec());
+        assert_eq!(lf.read_header().unwrap(), b"A: 1\nB: 2\n\n");
+        let no_body = Bytes(b"A: 1\r\n".to_vec());
+        assert_eq!(no_body.read_header().unwrap(), b"A: 1\r\n");
+        // The terminator straddles the 8 KiB chunk boundary.
+        let mut long = vec![b'X'; 8190];
+        long.extend_from_slice(b"\r\n\r\nbody");
+        assert_eq!(Bytes(long.clone()).read_header().unwrap(), long[..8194]);
+        assert_eq!(m.read_range(0, 7).unwrap(), b"Subject");
+    }
 }
