@@ -34,6 +34,19 @@ pub enum Command {
     /// Import existing mail into an account
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Inspect WebAssembly plugins
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Say which wasmail interfaces a component exports and which host imports it needs (the
+    /// grants to give it), or exactly why it is not a wasmail plugin; exits 1 if it is not
+    Check {
+        /// The component file (.wasm)
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

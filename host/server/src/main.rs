@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use wasmail::config::Config;
 
-use crate::cli::{Cli, Command, ConfigCommand, GlobalOptions, ImportCommand};
+use crate::cli::{Cli, Command, ConfigCommand, GlobalOptions, ImportCommand, PluginCommand};
 
 type RunError = Box<dyn Error + Send + Sync>;
 
@@ -44,6 +44,26 @@ fn run(cli: Cli) -> Result<(), RunError> {
             wasmail::logging::init(config.log.format, &config.log.level)?;
             wasmail::import::import_maildir(&config, &path, &account, !no_progress)?;
             Ok(())
+        }
+        Command::Plugin(PluginCommand::Check { file }) => {
+            let wasm =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let engine = wasmail_plugin::PluginEngine::new(wasmail_plugin::EngineOptions {
+                pooling: false,
+                ..Default::default()
+            })?;
+            let found = wasmail_plugin::inspect(&engine, &wasm)?;
+            let grants = if found.imports.is_empty() {
+                "none".to_owned()
+            } else {
+                found.imports.join(", ")
+            };
+            write_stdout(&format!(
+                "{}: a wasmail plugin\nexports: {}\nneeds grants: {grants}\nWASI imports (sandboxed): {}\n",
+                file.display(),
+                found.exports.join(", "),
+                found.wasi_imports.len()
+            ))
         }
     }
 }
