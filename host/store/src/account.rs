@@ -28,6 +28,10 @@ struct Meta {
     /// The last UIDVALIDITY handed out; the next is larger (RFC 3501 2.3.1.1: a recreated
     /// mailbox must not reuse one).
     last_uid_validity: u32,
+    /// Written last when an account is created: until it is set, creation is redone (every
+    /// step is idempotent), so a crash mid-creation never leaves an account without its
+    /// folders.
+    initialized: bool,
     subscribed: BTreeSet<MailboxName>,
     special_use: BTreeMap<MailboxName, SpecialUse>,
 }
@@ -38,6 +42,7 @@ impl Meta {
         for line in text.lines() {
             let mut parts = line.splitn(3, '\t');
             match (parts.next(), parts.next(), parts.next()) {
+                (Some("initialized"), Some("1"), None) => meta.initialized = true,
                 (Some("uidvalidity"), Some(v), None) => {
                     meta.last_uid_validity = v.parse().unwrap_or(0);
                 }
@@ -62,6 +67,9 @@ impl Meta {
         // Mailbox names contain no control characters, so tab and newline delimit safely.
         let mut out = String::from("wasmail-account\t1\n");
         out.push_str(&format!("uidvalidity\t{}\n", self.last_uid_validity));
+        if self.initialized {
+            out.push_str("initialized\t1\n");
+        }
         for n in &self.subscribed {
             out.push_str(&format!("subscribed\t{n}\n"));
         }
@@ -109,29 +117,40 @@ impl FsAccount {
             config,
             open: Mutex::new(HashMap::new()),
         };
-        if !account.root.exists(layout::INDEX_FILE) {
-            let v = account.next_uid_validity()?;
-            FsMailbox::create_in(&account.root, v, config)?;
-            for (name, use_) in DEFAULT_FOLDERS {
-                let name = MailboxName::new(name).map_err(|r| StoreError::InvalidName {
-                    name: name.into(),
-                    reason: r,
-                })?;
-                match account.create_impl(&name, Some(use_)) {
-                    Ok(()) | Err(StoreError::MailboxExists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            account.update_meta(|m| {
-                m.subscribed.insert(MailboxName::inbox());
-                for (name, _) in DEFAULT_FOLDERS {
-                    if let Ok(n) = MailboxName::new(name) {
-                        m.subscribed.insert(n);
-                    }
-                }
-            })?;
+        if !account.read_meta()?.initialized {
+            account.initialize()?;
         }
         Ok(account)
+    }
+
+    /// Creates INBOX and the default folders with their special-use attributes and
+    /// subscriptions. Safe to run again after a crash at any point: it completes what is missing.
+    fn initialize(&self) -> StoreResult<()> {
+        if !self.root.exists(layout::INDEX_FILE) {
+            let v = self.next_uid_validity()?;
+            FsMailbox::create_in(&self.root, v, self.config)?;
+        }
+        let mut defaults = Vec::new();
+        for (name, use_) in DEFAULT_FOLDERS {
+            let name = MailboxName::new(name).map_err(|r| StoreError::InvalidName {
+                name: name.into(),
+                reason: r,
+            })?;
+            match self.create_impl(&name, None) {
+                Ok(()) | Err(StoreError::MailboxExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            defaults.push((name, use_));
+        }
+        self.update_meta(|m| {
+            m.subscribed.insert(MailboxName::inbox());
+            for (name, use_) in &defaults {
+                m.subscribed.insert(name.clone());
+                m.special_use.entry(name.clone()).or_insert(*use_);
+            }
+            m.initialized = true;
+        })?;
+        Ok(())
     }
 
     fn read_meta(&self) -> StoreResult<Meta> {
@@ -313,7 +332,7 @@ impl FsAccount {
             }
         }
         Ok(CopyResult {
-            uid_validity: dst.status()?.uid_validity,
+            uid_validity: dst.uid_validity()?,
             pairs,
         })
     }

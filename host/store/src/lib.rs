@@ -249,7 +249,7 @@ impl Mailbox for FsMailboxHandle {
             Outcome::Appended(u) => Some(u),
             _ => None,
         })?;
-        Ok((self.0.status()?.uid_validity, uid))
+        Ok((self.0.uid_validity()?, uid))
     }
 
     fn store_flags(

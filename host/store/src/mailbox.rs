@@ -70,6 +70,9 @@ pub(crate) enum Op {
         only: Option<Vec<Uid>>,
         require_deleted: bool,
     },
+    /// Expunge this message if its file is gone (checked under the lock, so a rename in
+    /// progress elsewhere cannot be mistaken for a deletion).
+    ExpungeIfMissing(Uid),
     ClaimRecent,
 }
 
@@ -206,6 +209,7 @@ impl FsMailbox {
         let inner = {
             let _lock = MailboxLock::exclusive(&lock_file)?;
             let (journal, state, applied, journal_id) = load(&dir, config)?;
+            recover_expunging(&dir, &state);
             clean_tmp(&dir);
             Inner {
                 state,
@@ -339,6 +343,10 @@ impl FsMailbox {
         Ok(f(&lock(&self.inner).state))
     }
 
+    pub(crate) fn uid_validity(&self) -> StoreResult<UidValidity> {
+        self.with_state(|s| s.uid_validity)
+    }
+
     pub(crate) fn status(&self) -> StoreResult<MailboxStatus> {
         self.with_state(State::status)
     }
@@ -393,16 +401,39 @@ impl FsMailbox {
 
     /// Opens the message file: `cur/<base>:2,<info>`, else `new/<base>`, else any `cur/<base>:*`
     /// (the name lags behind the flags after a crash between journal write and rename).
+    /// Opens a message's file. Names change only under the mailbox lock, but a reader does not
+    /// take it, so a lookup can race with a rename: it is retried. A file that is really gone
+    /// (deleted by hand, or a crash between the unlink and the journal write of an expunge) is
+    /// expunged from the index, as the user or the interrupted expunge wanted.
     pub(crate) fn open_file(&self, entry: &Entry) -> StoreResult<File> {
         let uid = entry.meta.uid;
-        let path = self.locate(entry).ok_or(StoreError::NoSuchMessage(uid))?;
-        self.dir.open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::NoSuchMessage(uid),
-            _ => StoreError::Io {
-                op: "open message",
-                source: e,
-            },
-        })
+        for _ in 0..3 {
+            if let Some(path) = self.locate(entry) {
+                match self.dir.open(&path) {
+                    Ok(f) => return Ok(f),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(StoreError::Io {
+                            op: "open message",
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+        for r in self.commit(vec![Op::ExpungeIfMissing(uid)]) {
+            r?;
+        }
+        // If the check under the lock found the file after all, it was a race: open it there.
+        match self.with_state(|s| s.get(uid).cloned())? {
+            Some(current) => {
+                let path = self
+                    .locate(&current)
+                    .ok_or(StoreError::NoSuchMessage(uid))?;
+                self.dir.open(&path).map_err(StoreError::io("open message"))
+            }
+            None => Err(StoreError::NoSuchMessage(uid)),
+        }
     }
 
     pub(crate) fn open_content(&self, uid: Uid) -> StoreResult<Box<dyn MessageContent>> {
@@ -415,19 +446,7 @@ impl FsMailbox {
     }
 
     pub(crate) fn locate(&self, entry: &Entry) -> Option<String> {
-        let cur = format!("cur/{}:2,{}", entry.base, entry.meta.flags.maildir_info());
-        if self.dir.exists(&cur) {
-            return Some(cur);
-        }
-        let new = format!("new/{}", entry.base);
-        if self.dir.exists(&new) {
-            return Some(new);
-        }
-        let prefix = format!("{}:", entry.base);
-        self.dir.read_dir("cur").ok()?.flatten().find_map(|e| {
-            let n = e.file_name().into_string().ok()?;
-            n.starts_with(&prefix).then(|| format!("cur/{n}"))
-        })
+        locate_in(&self.dir, &entry.base, &entry.meta.flags)
     }
 
     // ---- writes ------------------------------------------------------------------------------
@@ -485,7 +504,7 @@ impl FsMailbox {
 
         let mut inner = lock(&self.inner);
         match result {
-            Ok((records, bytes, outcomes, after)) => {
+            Ok((records, bytes, outcomes)) => {
                 for r in &records {
                     inner.state.apply(r);
                 }
@@ -494,7 +513,6 @@ impl FsMailbox {
                 inner.flushing = false;
                 self.flushed.notify_all();
                 drop(inner);
-                self.after_commit(after);
                 if !records.is_empty() {
                     self.notify();
                 }
@@ -528,15 +546,7 @@ impl FsMailbox {
     fn flush(
         &self,
         batch: Vec<(u64, Op)>,
-    ) -> Result<
-        (
-            Vec<Record>,
-            u64,
-            Vec<(u64, StoreResult<Outcome>)>,
-            Vec<FileAction>,
-        ),
-        (Vec<u64>, StoreError),
-    > {
+    ) -> Result<(Vec<Record>, u64, Vec<(u64, StoreResult<Outcome>)>), (Vec<u64>, StoreError)> {
         let tickets: Vec<u64> = batch.iter().map(|(t, _)| *t).collect();
         let fail = |e| (tickets.clone(), e);
         let _lock = MailboxLock::exclusive(&self.lock_file).map_err(fail)?;
@@ -546,13 +556,13 @@ impl FsMailbox {
             catch_up(&self.dir, &mut inner, self.config, true).map_err(fail)?;
             let mut plan = Plan::new(&inner.state);
             for (ticket, op) in batch {
-                outcomes.push((ticket, plan.add(&inner.state, op)));
+                outcomes.push((ticket, plan.add(&inner.state, &self.dir, op)));
             }
             plan
         };
         // File moves first, then their directories' fsync, then the journal: a durable record
         // always points at a durable file.
-        if let Err(e) = plan.move_files(&self.dir, self.config) {
+        if let Err(e) = plan.before_journal(&self.dir, self.config) {
             plan.undo_moves(&self.dir);
             return Err(fail(e));
         }
@@ -582,21 +592,8 @@ impl FsMailbox {
                 }));
             }
         }
-        Ok((plan.records, bytes.len() as u64, outcomes, plan.after))
-    }
-
-    /// Renames for changed flags and unlinks that need no durability (the journal is the truth;
-    /// `locate` copes with a name that lags).
-    fn after_commit(&self, actions: Vec<FileAction>) {
-        for a in actions {
-            match a {
-                FileAction::Rename { from, to } => {
-                    if let Err(e) = self.dir.rename(&from, &self.dir, &to) {
-                        tracing::debug!(%from, %to, error = %e, "flag rename failed; file keeps its old name");
-                    }
-                }
-            }
-        }
+        plan.after_journal(&self.dir);
+        Ok((plan.records, bytes.len() as u64, outcomes))
     }
 
     fn maybe_compact(&self) {
@@ -662,20 +659,37 @@ impl FsMailbox {
     }
 }
 
-enum FileAction {
-    Rename { from: String, to: String },
+/// A message whose file must end up named for its final flags once the journal is written.
+struct Touched {
+    /// Where the file is now (before this flush's post-journal renames).
+    from: String,
+    base: String,
+    flags: Flags,
 }
 
-/// What one flush will do: records to journal, files to move before, actions after.
+/// What one flush will do, in this order, all under the mailbox lock:
+/// 1. `moves`: staged files `tmp/ → new/`, and files of expunged messages (at the names they
+///    really have) `→ tmp/<base>.expunging`; then fsync the directories touched;
+/// 2. write and fdatasync the journal records;
+/// 3. unlink the `.expunging` files, and rename `touched` messages to `cur/<base>:2,<flags>`.
+///
+/// A crash between 1 and 2 leaves `.expunging` files of messages the index still lists: the
+/// next open puts them back. After 2 it leaves ones the index no longer lists: deleted then.
+///
+/// Files enter `new/` only in step 1 and `cur/` only in step 3, and every name change happens
+/// under the lock: so a file in `new/` the index does not know is a crash leftover (adopted at
+/// the next open), `cur/` never holds one, and an unlink never misses a file that a concurrent
+/// rename is moving.
 struct Plan {
     uid_next: u32,
     modseq: ModSeq,
     records: Vec<Record>,
     /// (from, to) moved before the journal write; undone if the flush fails.
     moves: Vec<(String, String)>,
-    unlinks: Vec<String>,
+    /// `tmp/<base>.expunging` files to delete once the journal is durable.
+    doomed: Vec<String>,
     dirty_dirs: HashSet<&'static str>,
-    after: Vec<FileAction>,
+    touched: HashMap<Uid, Touched>,
     /// Flags as planned in this batch, for ops later in the same batch.
     pending_flags: HashMap<Uid, (Flags, ModSeq)>,
     expunged: HashSet<Uid>,
@@ -691,9 +705,9 @@ impl Plan {
             modseq: state.highest_modseq,
             records: Vec::new(),
             moves: Vec::new(),
-            unlinks: Vec::new(),
+            doomed: Vec::new(),
             dirty_dirs: HashSet::new(),
-            after: Vec::new(),
+            touched: HashMap::new(),
             pending_flags: HashMap::new(),
             expunged: HashSet::new(),
             first_recent: state.first_recent,
@@ -726,7 +740,15 @@ impl Plan {
         })
     }
 
-    fn add(&mut self, state: &State, op: Op) -> StoreResult<Outcome> {
+    /// Where a message's file is right now: as planned earlier in this batch, else on disk.
+    fn path_now(&self, dir: &Dir, entry: &Entry) -> Option<String> {
+        match self.touched.get(&entry.meta.uid) {
+            Some(t) => Some(t.from.clone()),
+            None => locate_in(dir, &entry.base, &entry.meta.flags),
+        }
+    }
+
+    fn add(&mut self, state: &State, dir: &Dir, op: Op) -> StoreResult<Outcome> {
         match op {
             Op::Append {
                 tmp,
@@ -736,13 +758,19 @@ impl Plan {
                 internal_date,
             } => {
                 let uid = self.next_uid()?;
-                let (to, dir) = if flags.is_empty() {
-                    (format!("new/{base}"), "new")
-                } else {
-                    (format!("cur/{base}:2,{}", flags.maildir_info()), "cur")
-                };
-                self.moves.push((format!("tmp/{tmp}"), to));
-                self.dirty_dirs.insert(dir);
+                self.moves
+                    .push((format!("tmp/{tmp}"), format!("new/{base}")));
+                self.dirty_dirs.insert("new");
+                if !flags.is_empty() {
+                    self.touched.insert(
+                        uid,
+                        Touched {
+                            from: format!("new/{base}"),
+                            base: base.clone(),
+                            flags: flags.clone(),
+                        },
+                    );
+                }
                 let modseq = self.next_modseq();
                 self.records.push(Record::Append {
                     uid,
@@ -796,38 +824,43 @@ impl Plan {
                         continue;
                     }
                     let new = current.apply(op, &flags);
+                    let mut meta = entry.meta.clone();
+                    meta.modseq = modseq;
                     if &new == current {
-                        let mut meta = entry.meta.clone();
                         meta.flags = new;
-                        meta.modseq = modseq;
                         update.updated.push(meta);
                     } else {
-                        changed.push((uid, current.maildir_info(), new, entry.clone()));
+                        meta.flags = new;
+                        changed.push((meta, entry.clone()));
                     }
                 }
                 if !changed.is_empty() {
                     let modseq = self.next_modseq();
-                    for (uid, old_info, new, entry) in changed {
-                        let new_info = new.maildir_info();
-                        if new_info != old_info || !flags_file_in_cur(&entry) {
-                            self.after.push(FileAction::Rename {
-                                from: format!("cur/{}:2,{old_info}", entry.base),
-                                to: format!("cur/{}:2,{new_info}", entry.base),
-                            });
-                            self.after.push(FileAction::Rename {
-                                from: format!("new/{}", entry.base),
-                                to: format!("cur/{}:2,{new_info}", entry.base),
-                            });
+                    for (mut meta, entry) in changed {
+                        meta.modseq = modseq;
+                        let from = self.path_now(dir, &entry);
+                        match (self.touched.get_mut(&meta.uid), from) {
+                            (Some(t), _) => t.flags = meta.flags.clone(),
+                            (None, Some(from)) => {
+                                self.touched.insert(
+                                    meta.uid,
+                                    Touched {
+                                        from,
+                                        base: entry.base.to_string(),
+                                        flags: meta.flags.clone(),
+                                    },
+                                );
+                            }
+                            // No file: the name cannot follow, the index still records the flags.
+                            (None, None) => {}
                         }
                         self.records.push(Record::Flags {
                             modseq,
-                            uid,
-                            flags: new.clone(),
+                            uid: meta.uid,
+                            flags: meta.flags.clone(),
                         });
-                        self.pending_flags.insert(uid, (new.clone(), modseq));
-                        let mut meta = entry.meta.clone();
-                        meta.flags = new;
-                        meta.modseq = modseq;
+                        self.pending_flags
+                            .insert(meta.uid, (meta.flags.clone(), modseq));
                         update.updated.push(meta);
                     }
                 }
@@ -850,18 +883,24 @@ impl Plan {
                     if require_deleted && !flags.contains(SystemFlag::Deleted) {
                         continue;
                     }
-                    let paths = [
-                        format!("cur/{}:2,{}", entry.base, flags.maildir_info()),
-                        format!("new/{}", entry.base),
-                    ];
-                    self.unlinks.extend(paths);
+                    let entry = entry.clone();
+                    if let Some(path) = self.path_now(dir, &entry) {
+                        self.dirty_dirs.insert(if path.starts_with("new/") {
+                            "new"
+                        } else {
+                            "cur"
+                        });
+                        self.dirty_dirs.insert("tmp");
+                        let holding = expunging_name(&entry.base);
+                        self.moves.push((path, holding.clone()));
+                        self.doomed.push(holding);
+                    }
+                    self.touched.remove(&uid);
                     gone.push(uid);
                 }
                 gone.sort_unstable();
                 gone.dedup();
                 if !gone.is_empty() {
-                    self.dirty_dirs.insert("cur");
-                    self.dirty_dirs.insert("new");
                     self.expunged.extend(gone.iter().copied());
                     let modseq = self.next_modseq();
                     self.records.push(Record::Expunge {
@@ -870,6 +909,23 @@ impl Plan {
                     });
                 }
                 Ok(Outcome::Expunged(gone))
+            }
+            Op::ExpungeIfMissing(uid) => {
+                let Some((_, _, entry)) = self.current(state, uid) else {
+                    return Ok(Outcome::Expunged(Vec::new()));
+                };
+                if self.path_now(dir, entry).is_some() {
+                    return Ok(Outcome::Expunged(Vec::new()));
+                }
+                tracing::warn!(uid = %uid, base = %entry.base, "message file has disappeared; expunging it from the index");
+                self.expunged.insert(uid);
+                self.touched.remove(&uid);
+                let modseq = self.next_modseq();
+                self.records.push(Record::Expunge {
+                    modseq,
+                    uids: vec![uid],
+                });
+                Ok(Outcome::Expunged(vec![uid]))
             }
             Op::ClaimRecent => {
                 let claimed: Vec<Uid> = state
@@ -889,7 +945,8 @@ impl Plan {
         }
     }
 
-    fn move_files(&mut self, dir: &Dir, config: StoreConfig) -> StoreResult<()> {
+    /// Step 1: moves and unlinks, then fsync of the directories they changed.
+    fn before_journal(&mut self, dir: &Dir, config: StoreConfig) -> StoreResult<()> {
         let mut done = Vec::new();
         for (from, to) in &self.moves {
             if let Err(e) = dir.rename(from, dir, to) {
@@ -900,18 +957,6 @@ impl Plan {
                 });
             }
             done.push((from.clone(), to.clone()));
-        }
-        for path in &self.unlinks {
-            match dir.remove_file(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(StoreError::Io {
-                        op: "remove expunged message",
-                        source: e,
-                    });
-                }
-            }
         }
         for sub in &self.dirty_dirs {
             sync_dir(dir, sub, config)?;
@@ -924,11 +969,87 @@ impl Plan {
             let _ = dir.rename(to, dir, from);
         }
     }
+
+    /// Step 3: file names follow the flags (for other Maildir tools; the journal is the truth,
+    /// so a failure here only leaves a name that `locate` still finds).
+    fn after_journal(&self, dir: &Dir) {
+        for path in &self.doomed {
+            if let Err(e) = dir.remove_file(path) {
+                tracing::warn!(%path, error = %e, "could not delete an expunged message file; the next open will");
+            }
+        }
+        for t in self.touched.values() {
+            let to = format!("cur/{}:2,{}", t.base, t.flags.maildir_info());
+            if t.from != to
+                && let Err(e) = dir.rename(&t.from, dir, &to)
+            {
+                tracing::debug!(from = %t.from, %to, error = %e, "flag rename failed; the file keeps its old name");
+            }
+        }
+    }
 }
 
-/// A message delivered to `new/` still lives there until its flags first change.
-fn flags_file_in_cur(entry: &Entry) -> bool {
-    !entry.meta.flags.is_empty()
+/// Where an expunged message's file waits between the decision and the durable record.
+fn expunging_name(base: &str) -> String {
+    format!("tmp/{base}{EXPUNGING}")
+}
+
+const EXPUNGING: &str = ".expunging";
+
+/// Resolves `.expunging` files a crash left in `tmp/`: the index still lists the message (the
+/// expunge never became durable) → back into the mailbox; it does not → delete. Runs at open,
+/// under the lock.
+fn recover_expunging(dir: &Dir, state: &State) {
+    let Ok(entries) = dir.read_dir("tmp") else {
+        return;
+    };
+    let pending: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(EXPUNGING))
+        .collect();
+    if pending.is_empty() {
+        return;
+    }
+    let listed: HashMap<&str, &Entry> = state.messages.iter().map(|e| (&*e.base, e)).collect();
+    for name in pending {
+        let base = &name[..name.len() - EXPUNGING.len()];
+        let from = format!("tmp/{name}");
+        let result = match listed.get(base) {
+            Some(entry) => {
+                let info = entry.meta.flags.maildir_info();
+                let to = if info.is_empty() {
+                    format!("new/{base}")
+                } else {
+                    format!("cur/{base}:2,{info}")
+                };
+                tracing::info!(file = %name, "an interrupted expunge is undone: the message stays");
+                dir.rename(&from, dir, &to)
+            }
+            None => dir.remove_file(&from),
+        };
+        if let Err(e) = result {
+            tracing::warn!(file = %name, error = %e, "could not resolve an interrupted expunge");
+        }
+    }
+}
+
+/// Where a message's file is: `cur/<base>:2,<info>`, else `new/<base>`, else any
+/// `cur/<base>:*` (a name that lags behind the index after a crash).
+pub(crate) fn locate_in(dir: &Dir, base: &str, flags: &Flags) -> Option<String> {
+    let cur = format!("cur/{base}:2,{}", flags.maildir_info());
+    if dir.exists(&cur) {
+        return Some(cur);
+    }
+    let new = format!("new/{base}");
+    if dir.exists(&new) {
+        return Some(new);
+    }
+    let prefix = format!("{base}:");
+    dir.read_dir("cur").ok()?.flatten().find_map(|e| {
+        let n = e.file_name().into_string().ok()?;
+        n.starts_with(&prefix).then(|| format!("cur/{n}"))
+    })
 }
 
 /// Reads the journal from scratch.

@@ -218,7 +218,7 @@ pub(crate) fn deliver<'c>(
                 Delivered {
                     account: target.account.clone(),
                     mailbox: target.mailbox.clone(),
-                    uid_validity: mailbox.status()?.uid_validity,
+                    uid_validity: mailbox.uid_validity()?,
                     uid,
                 },
             )),

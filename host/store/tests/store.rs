@@ -1089,3 +1089,143 @@ fn concurrent_deliveries_get_unique_ascending_uids_and_quota_adds_up() {
     let bytes: u64 = mb.messages().unwrap().iter().map(|m| m.size).sum();
     assert_eq!((usage.messages, usage.bytes), (160, bytes));
 }
+
+#[test]
+fn an_interrupted_account_creation_is_completed_on_the_next_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = open(tmp.path());
+        store.account("i@x").unwrap();
+    }
+    // What a kill during creation leaves: INBOX exists, some folders do not, the metadata
+    // lacks the marker written last.
+    let root = account_root(tmp.path(), "i@x");
+    std::fs::remove_dir_all(root.join(".Sent")).unwrap();
+    std::fs::remove_dir_all(root.join(".Trash/cur")).unwrap();
+    std::fs::remove_file(root.join(".Trash/wasmail-index")).unwrap();
+    std::fs::write(
+        root.join("wasmail-account"),
+        "wasmail-account\t1\nuidvalidity\t5\n",
+    )
+    .unwrap();
+    let store = open(tmp.path());
+    let list = store.account("i@x").unwrap().list().unwrap();
+    for (n, u) in [
+        ("Sent", SpecialUse::Sent),
+        ("Trash", SpecialUse::Trash),
+        ("Drafts", SpecialUse::Drafts),
+    ] {
+        let info = list
+            .iter()
+            .find(|i| i.name.as_str() == n)
+            .unwrap_or_else(|| panic!("{n} missing"));
+        assert_eq!(info.special_use, Some(u));
+        assert!(info.subscribed);
+    }
+    assert!(
+        std::fs::read_to_string(root.join("wasmail-account"))
+            .unwrap()
+            .contains("initialized\t1")
+    );
+}
+
+#[test]
+fn an_expunge_batched_with_a_flag_change_removes_the_file() {
+    // A flag change and an expunge of the same message that land in one group commit: the
+    // unlink must hit the name the file really has, or the later rename brings it back.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let mb = store
+        .account("r@x")
+        .unwrap()
+        .open(&MailboxName::inbox())
+        .unwrap();
+    // Already in cur/ under a name (`:2,S`) that the flag change will alter.
+    let uids: Vec<Uid> = (0..60)
+        .map(|i| {
+            mb.append(&mut format!("m{i}\r\n").as_bytes(), &seen(), None)
+                .unwrap()
+                .1
+        })
+        .collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // Keeps a leader busy in fsync so that the two ops below queue up together.
+        s.spawn(|| {
+            while !stop.load(Ordering::SeqCst) {
+                append(mb.as_ref(), "filler\r\n");
+            }
+        });
+        for uid in &uids {
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (b2, mb2) = (barrier.clone(), mb.clone());
+            s.spawn(move || {
+                b2.wait();
+                let mb = mb2;
+                mb.store_flags(
+                    &[*uid],
+                    FlagOp::Add,
+                    &Flags::from_system(&[SystemFlag::Deleted, SystemFlag::Seen]),
+                    None,
+                )
+                .unwrap();
+            });
+            barrier.wait();
+            while mb.expunge(Some(&[*uid])).unwrap().is_empty() {}
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let root = account_root(tmp.path(), "r@x");
+    let on_disk: Vec<String> = files(&root)
+        .into_iter()
+        .filter(|f| f.starts_with("cur/") || f.starts_with("new/"))
+        .collect();
+    let msgs = mb.messages().unwrap();
+    assert!(msgs.iter().all(|m| !uids.contains(&m.uid)));
+    assert_eq!(
+        on_disk.len(),
+        msgs.len(),
+        "one file per message, none resurrected: {:?}",
+        on_disk
+            .iter()
+            .filter(|f| f.contains(":2,ST"))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_message_whose_file_vanished_is_expunged_when_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let mb = store
+        .account("gone@x")
+        .unwrap()
+        .open(&MailboxName::inbox())
+        .unwrap();
+    let a = append(mb.as_ref(), "a\r\n");
+    let b = append(mb.as_ref(), "b\r\n");
+    let mut view = MailboxView::open(mb.as_ref()).unwrap();
+    let root = account_root(tmp.path(), "gone@x");
+    for f in files(&root).iter().filter(|f| f.starts_with("new/")) {
+        if std::fs::read(root.join(f)).unwrap() == b"a\r\n" {
+            std::fs::remove_file(root.join(f)).unwrap();
+        }
+    }
+    assert!(matches!(
+        mb.open_message(a),
+        Err(StoreError::NoSuchMessage(_))
+    ));
+    assert_eq!(
+        mb.messages()
+            .unwrap()
+            .iter()
+            .map(|m| m.uid)
+            .collect::<Vec<_>>(),
+        [b]
+    );
+    assert_eq!(
+        view.sync(mb.as_ref(), true).unwrap(),
+        [ViewEvent::Expunge(1)]
+    );
+    assert_eq!(mb.open_message(b).unwrap().read_all().unwrap(), b"b\r\n");
+}
