@@ -25,6 +25,7 @@ mod kv;
 mod plugin;
 mod spec;
 mod validate;
+mod watch;
 
 pub use chain::{
     AuthOutcome, ChainOutcome, FilterSession, Hook, PluginHost, PluginSet, RouteOutcome,
@@ -36,3 +37,4 @@ pub use error::{CallError, LoadError};
 pub use host::{DnsFailure, Resolver};
 pub use plugin::{HostEnv, Inspection, inspect};
 pub use spec::{Grants, Limits, OnError, PluginSpec, WasmSource};
+pub use watch::FileWatcher;
