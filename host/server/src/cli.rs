@@ -37,6 +37,42 @@ pub enum Command {
     /// Inspect WebAssembly plugins
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage the accounts of the default authenticator
+    ///
+    /// The accounts and their argon2id password hashes are kept in `<data dir>/auth/users`,
+    /// which the default authenticator plugin reads at every login: changes apply to the next
+    /// login, also while the server runs.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add an account with a password; exits 1 if it exists
+    Add {
+        /// The account's address (user@domain), also its login name
+        address: String,
+        /// Read the password from the first line of standard input instead of asking twice on
+        /// the terminal
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the accounts, one address per line (disabled ones marked)
+    List,
+    /// Remove an account (its mail stays in the store); exits 1 if it does not exist
+    Remove {
+        /// The account's address
+        address: String,
+    },
+    /// Change an account's password; exits 1 if it does not exist
+    Passwd {
+        /// The account's address
+        address: String,
+        /// Read the password from the first line of standard input instead of asking twice on
+        /// the terminal
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +137,24 @@ mod tests {
 
         let cli = Cli::try_parse_from(["wasmail", "--config", "b.toml", "config", "example"])?;
         assert_eq!(cli.global.config, Some(PathBuf::from("b.toml")));
+
+        let cli = Cli::try_parse_from([
+            "wasmail",
+            "user",
+            "add",
+            "a@example.org",
+            "--password-stdin",
+            "--data-dir",
+            "/srv/mail",
+        ])?;
+        assert_eq!(cli.global.data_dir, Some(PathBuf::from("/srv/mail")));
+        assert!(matches!(
+            cli.command,
+            Command::User(UserCommand::Add {
+                password_stdin: true,
+                ..
+            })
+        ));
         Ok(())
     }
 }

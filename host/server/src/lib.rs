@@ -12,6 +12,8 @@
 //!   | config   TOML file --> Config (validated; defaults when absent) |
 //!   | logging  tracing subscriber, human or JSON, to stderr           |
 //!   | import   an existing Maildir --> the mail store                 |
+//!   | users    `wasmail user` --> <data dir>/auth/users (argon2id),   |
+//!   |          read by the default authenticator plugin at each login |
 //!   | drivers  socket <-> tokio + rustls <-> protocol state machine   |
 //!   |          <-> plugin chain <-> mail store            (to come)   |
 //!   +-----------------------------------------------------------------+
@@ -24,3 +26,4 @@
 pub mod config;
 pub mod import;
 pub mod logging;
+pub mod users;

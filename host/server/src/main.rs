@@ -4,13 +4,17 @@
 mod cli;
 
 use std::error::Error;
-use std::io::{self, Write as _};
+use std::io::{self, BufRead as _, Read as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use wasmail::config::Config;
+use wasmail::users::{self, UserError, UsersFile};
+use wasmail_types::Secret;
 
-use crate::cli::{Cli, Command, ConfigCommand, GlobalOptions, ImportCommand, PluginCommand};
+use crate::cli::{
+    Cli, Command, ConfigCommand, GlobalOptions, ImportCommand, PluginCommand, UserCommand,
+};
 
 type RunError = Box<dyn Error + Send + Sync>;
 
@@ -65,7 +69,111 @@ fn run(cli: Cli) -> Result<(), RunError> {
                 found.wasi_imports.len()
             ))
         }
+        Command::User(command) => {
+            let config = load_config(&cli.global)?;
+            run_user(&config, command)
+        }
     }
+}
+
+/// `wasmail user ...`. Passwords are read before the users file is locked (hashing takes a
+/// moment) and never printed.
+fn run_user(config: &Config, command: UserCommand) -> Result<(), RunError> {
+    let users = UsersFile::new(&config.server.data_dir);
+    match command {
+        UserCommand::Add {
+            address,
+            password_stdin,
+        } => {
+            let address = users::canonical_address(&address)?;
+            // Checked again under the lock; this spares typing a password for nothing.
+            if let Some(listed) = users.find(&address)? {
+                return Err(UserError::Exists {
+                    address: listed,
+                    path: users.path(),
+                }
+                .into());
+            }
+            let password = read_password(&address, password_stdin)?;
+            let added = users.add(&address, &users::hash_password(&password)?)?;
+            write_stdout(&format!("added {added}\n"))
+        }
+        UserCommand::List => {
+            let listing = users.list()?;
+            for line in listing.ignored_lines {
+                eprintln!(
+                    "wasmail: warning: {}, line {line}: not ADDRESS:HASH[:FLAGS]; ignored",
+                    users.path().display()
+                );
+            }
+            let mut out = String::new();
+            for account in listing.accounts {
+                out.push_str(&account.address);
+                if account.disabled {
+                    out.push_str(" (disabled)");
+                }
+                out.push('\n');
+            }
+            write_stdout(&out)
+        }
+        UserCommand::Remove { address } => {
+            let address = users::canonical_address(&address)?;
+            let removed = users.remove(&address)?;
+            write_stdout(&format!("removed {removed}\n"))
+        }
+        UserCommand::Passwd {
+            address,
+            password_stdin,
+        } => {
+            let address = users::canonical_address(&address)?;
+            let Some(listed) = users.find(&address)? else {
+                return Err(UserError::Unknown {
+                    address,
+                    path: users.path(),
+                }
+                .into());
+            };
+            let password = read_password(&listed, password_stdin)?;
+            let changed = users.set_hash(&listed, &users::hash_password(&password)?)?;
+            write_stdout(&format!("changed the password of {changed}\n"))
+        }
+    }
+}
+
+/// The new password: the first line of standard input (without its line end), or typed twice
+/// on the terminal with echo off.
+fn read_password(address: &str, from_stdin: bool) -> Result<Secret<String>, RunError> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        // One byte more than the longest password plus CRLF tells "too long" from "just fits".
+        io::stdin()
+            .lock()
+            .take(users::MAX_PASSWORD_LEN as u64 + 3)
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+        let text = line.strip_suffix('\n').unwrap_or(&line);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        Secret::new(text.to_owned())
+    } else {
+        let first = ask(&format!("New password for {address}: "))?;
+        users::check_password(&first)?;
+        if ask("Retype the password: ")? != first {
+            return Err(UserError::Mismatch.into());
+        }
+        first
+    };
+    users::check_password(&password)?;
+    Ok(password)
+}
+
+/// One password typed on the terminal (`/dev/tty`) with echo off.
+fn ask(prompt: &str) -> Result<Secret<String>, RunError> {
+    rpassword::prompt_password(prompt)
+        .map(Secret::new)
+        .map_err(|e| {
+            format!("cannot ask for the password on the terminal ({e}); use --password-stdin")
+                .into()
+        })
 }
 
 /// The configuration every subcommand works with: the file (or the embedded defaults), then the
