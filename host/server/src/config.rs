@@ -397,6 +397,8 @@ pub enum OnError {
 #[serde(default, deny_unknown_fields)]
 pub struct Grants {
     pub log: bool,
+    /// The plugin's own `[plugins.config]` table. On by default: it is the plugin's own data.
+    pub config: bool,
     /// Persistent key-value store with TTL, namespaced per plugin.
     pub kv: bool,
     pub clock: bool,
@@ -410,6 +412,7 @@ impl Default for Grants {
     fn default() -> Self {
         Self {
             log: true,
+            config: true,
             kv: false,
             clock: false,
             dns: false,

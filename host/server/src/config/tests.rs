@@ -82,6 +82,7 @@ fn fully_populated() -> Config {
             timeout: TimeSpan::from_millis(250),
             grants: Grants {
                 log: true,
+                config: true,
                 kv: true,
                 clock: true,
                 dns: true,
