@@ -1,7 +1,6 @@
 //! Messages received but not yet delivered, and delivery to several mailboxes at once.
 
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use cap_std::fs::{Dir, OpenOptions};
@@ -13,7 +12,7 @@ use wasmail_types::{
 /// A spool file untouched this long belongs to no session.
 const STALE_SPOOL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-use crate::mailbox::{FsMailbox, Op, Outcome, base_name, write_tmp_in};
+use crate::mailbox::{FileContent, FsMailbox, Op, Outcome, base_name, write_tmp_in};
 use crate::{StoreInner, layout};
 
 pub(crate) struct FsSpoolWriter {
@@ -76,8 +75,10 @@ impl SpoolWriter for FsSpoolWriter {
         Ok(Box::new(FsSpooled {
             store: self.store.clone(),
             name: std::mem::take(&mut self.name),
-            file,
-            size: self.written,
+            content: FileContent {
+                file,
+                size: self.written,
+            },
         }))
     }
 }
@@ -87,8 +88,7 @@ impl SpoolWriter for FsSpoolWriter {
 pub(crate) struct FsSpooled {
     store: Arc<StoreInner>,
     name: String,
-    file: std::fs::File,
-    size: u64,
+    content: FileContent,
 }
 
 impl Drop for FsSpooled {
@@ -99,15 +99,11 @@ impl Drop for FsSpooled {
 
 impl MessageContent for FsSpooled {
     fn size(&self) -> u64 {
-        self.size
+        self.content.size()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if offset >= self.size {
-            return Ok(0);
-        }
-        let max = ((self.size - offset) as usize).min(buf.len());
-        self.file.read_at(&mut buf[..max], offset)
+        self.content.read_at(offset, buf)
     }
 }
 
