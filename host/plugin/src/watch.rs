@@ -43,13 +43,15 @@ impl FileWatcher {
                 WasmSource::Bytes(_) => None,
             })
             .collect();
+        // The baseline is taken now, not in the thread: a change made right after `start`
+        // returns must count as a change.
+        let mut seen: Vec<Identity> = paths.iter().map(identity).collect();
         let thread = {
             let stop = stop.clone();
             let last_error = last_error.clone();
             std::thread::Builder::new()
                 .name("wasmail-plugin-watch".into())
                 .spawn(move || {
-                    let mut seen: Vec<Identity> = paths.iter().map(identity).collect();
                     let mut pending: Option<Vec<Identity>> = None;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(interval);
