@@ -14,20 +14,6 @@ use wasmail_plugin::{
 use wasmail_plugin_artifacts as guests;
 use wasmail_types::{Address, ClientInfo, Envelope, MessageContent, ReversePath, Verdict};
 
-struct Bytes(Vec<u8>);
-
-impl MessageContent for Bytes {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let rest = self.0.get(offset as usize..).unwrap_or(&[]);
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        Ok(n)
-    }
-}
-
 fn envelope() -> Envelope {
     let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     Envelope {
@@ -40,7 +26,7 @@ fn envelope() -> Envelope {
 fn message(body_len: usize) -> Arc<dyn MessageContent> {
     let mut m = b"From: a@example.net\r\nTo: b@example.org\r\nSubject: quarterly report\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <x@example.net>\r\n\r\n".to_vec();
     m.extend((0..body_len).map(|i| b"abcdefghijklmnopqrstuvwxyz\r\n"[i % 28]));
-    Arc::new(Bytes(m))
+    Arc::new(m)
 }
 
 fn host(pooling: bool, specs: &[PluginSpec]) -> PluginHost {

@@ -25,6 +25,52 @@ macro_rules! assert_tested {
     };
 }
 
+/// Captures the log events (fields as `name=value`) of whatever runs on this thread inside
+/// `Logs::capture`: plugin log lines arrive as `plugin=<name> message="<text>"`, and the reasons
+/// the host logs for temporary failures and disabled accounts are only visible this way.
+mod log_capture {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    pub struct Logs(Arc<Mutex<Vec<String>>>);
+
+    impl Logs {
+        pub fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+            let logs = Logs::default();
+            let r = tracing::subscriber::with_default(logs.clone(), f);
+            let text = logs.0.lock().unwrap().join("\n");
+            (r, text)
+        }
+    }
+
+    struct Fields(String);
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        }
+    }
+
+    impl tracing::Subscriber for Logs {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+}
+
 #[test]
 fn every_guest_has_a_test() {
     guests::foreach_guest!(assert_tested);
@@ -95,22 +141,8 @@ fn envelope(rcpts: &[&str]) -> Envelope {
     }
 }
 
-struct Bytes(Vec<u8>);
-
-impl MessageContent for Bytes {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let rest = self.0.get(offset as usize..).unwrap_or(&[]);
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        Ok(n)
-    }
-}
-
 fn message(text: &str) -> Arc<dyn MessageContent> {
-    Arc::new(Bytes(text.as_bytes().to_vec()))
+    Arc::new(text.as_bytes().to_vec())
 }
 
 fn data(session: &mut FilterSession, env: &Envelope, text: &str) -> wasmail_plugin::ChainOutcome {
@@ -349,7 +381,7 @@ fn test_read_body() {
     let env = envelope(&["a@example.org"]);
     let mut body = b"Subject: big\r\n\r\n".to_vec();
     body.extend((0..(1 << 20)).map(|i: u32| (i % 251) as u8));
-    let content: Arc<dyn MessageContent> = Arc::new(Bytes(body.clone()));
+    let content: Arc<dyn MessageContent> = Arc::new(body.clone());
     let out = FilterSession::new(host.current()).run(Hook::Data(&env, content));
     assert_eq!(out.verdict, Verdict::Continue);
     let header = |n: &str| {
@@ -709,8 +741,6 @@ fn duplicate_names_and_bad_limits_are_config_errors() {
 /// parameters `wasmail user` writes; the others are cheap so the test stays quick.
 mod auth_passwd_support {
     use super::*;
-    use std::fmt::Write as _;
-    use std::sync::Mutex;
 
     /// "correct horse battery", argon2id m=19456 t=2 p=1.
     pub const ALICE: &str = "$argon2id$v=19$m=19456,t=2,p=1$apZY1imaoWERvyz0vFJm8Q$wiiLOLQ0qyuzCKf+aF99wPPwUB5r4p/Qq0++xezBhTA";
@@ -767,46 +797,7 @@ mod auth_passwd_support {
         ClientInfo::new(peer.parse().unwrap(), "127.0.0.1:587".parse().unwrap())
     }
 
-    /// Records log events (fields as `name=value`) of whatever runs on this thread inside
-    /// [`Logs::capture`]: the only way to see the reason of a temporary failure or a disabled
-    /// account, which the host logs and maps to `TemporaryFailure` / `Rejected`.
-    #[derive(Clone, Default)]
-    pub struct Logs(Arc<Mutex<Vec<String>>>);
-
-    impl Logs {
-        pub fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
-            let logs = Logs::default();
-            let r = tracing::subscriber::with_default(logs.clone(), f);
-            let text = logs.0.lock().unwrap().join("\n");
-            (r, text)
-        }
-    }
-
-    struct Fields(String);
-
-    impl tracing::field::Visit for Fields {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            let _ = write!(self.0, "{}={:?} ", field.name(), value);
-        }
-    }
-
-    impl tracing::Subscriber for Logs {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            let mut fields = Fields(String::new());
-            event.record(&mut fields);
-            self.0.lock().unwrap().push(fields.0);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
+    pub use super::log_capture::Logs;
 
     /// The median of `n` timed runs of `f`.
     pub fn median(n: usize, mut f: impl FnMut()) -> Duration {
@@ -1118,8 +1109,6 @@ fn auth_passwd_reads_a_thousand_user_file_quickly() {
 
 mod shipped_support {
     use super::*;
-    use std::fmt::Write as _;
-    use std::sync::Mutex;
 
     /// A shipped plugin with these grants and this config (TOML text).
     pub fn shipped(name: &str, wasm: &'static [u8], grants: Grants, config: &str) -> PluginSpec {
@@ -1165,45 +1154,7 @@ mod shipped_support {
         }
     }
 
-    /// Collects the log events (fields as `name=value`) of whatever runs on this thread inside
-    /// `capture`: plugin log lines arrive as `plugin=<name> message="<text>"`.
-    #[derive(Clone, Default)]
-    pub struct Logs(Arc<Mutex<Vec<String>>>);
-
-    impl Logs {
-        pub fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
-            let logs = Logs::default();
-            let r = tracing::subscriber::with_default(logs.clone(), f);
-            let text = logs.0.lock().unwrap().join("\n");
-            (r, text)
-        }
-    }
-
-    struct Fields(String);
-
-    impl tracing::field::Visit for Fields {
-        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-            let _ = write!(self.0, "{}={:?} ", field.name(), value);
-        }
-    }
-
-    impl tracing::Subscriber for Logs {
-        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-            tracing::span::Id::from_u64(1)
-        }
-        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-        fn event(&self, event: &tracing::Event<'_>) {
-            let mut fields = Fields(String::new());
-            event.record(&mut fields);
-            self.0.lock().unwrap().push(fields.0);
-        }
-        fn enter(&self, _: &tracing::span::Id) {}
-        fn exit(&self, _: &tracing::span::Id) {}
-    }
+    pub use super::log_capture::Logs;
 
     /// The wasmail host interfaces a component imports, sorted.
     pub fn imports_of(f: &Fixture, wasm: &[u8]) -> Vec<String> {

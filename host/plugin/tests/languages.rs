@@ -230,22 +230,8 @@ fn envelope() -> Envelope {
     }
 }
 
-struct Bytes(Vec<u8>);
-
-impl MessageContent for Bytes {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let rest = self.0.get(offset as usize..).unwrap_or(&[]);
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        Ok(n)
-    }
-}
-
 fn message(text: &str) -> Arc<dyn MessageContent> {
-    Arc::new(Bytes(text.as_bytes().to_vec()))
+    Arc::new(text.as_bytes().to_vec())
 }
 
 /// One SMTP stage's input.

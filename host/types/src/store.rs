@@ -128,6 +128,23 @@ pub trait MessageContent: Send + Sync {
     }
 }
 
+/// A message held in memory (tests, embedders that receive mail from elsewhere).
+impl MessageContent for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.get(o..))
+            .unwrap_or(&[]);
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
 /// The length of the header section at the start of `bytes` (CRLF CRLF, or bare LF LF, ends it).
 fn header_end(bytes: &[u8]) -> Option<usize> {
     let mut i = 0;
