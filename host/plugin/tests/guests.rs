@@ -260,18 +260,31 @@ fn with_neighbour_calls(f: impl FnOnce()) {
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let env = envelope(&["a@example.org"]);
-            while !stop.load(Ordering::SeqCst) {
+            // Checked after each call, so the call in flight when `f` ends still completes.
+            loop {
                 let mut session = FilterSession::new(host.current());
                 let out = data(&mut session, &env, "Subject: fine\r\n\r\n");
                 assert_eq!(out.verdict, Verdict::Continue, "{:?}", out.failures);
                 calls.fetch_add(1, Ordering::SeqCst);
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
             }
         });
+        // The neighbour is serving before `f` starts, and is still serving while it runs.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while calls.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the neighbouring plugin never answered"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         f();
         stop.store(true, Ordering::SeqCst);
     });
     assert!(
-        calls.load(Ordering::SeqCst) > 0,
+        calls.load(Ordering::SeqCst) >= 2,
         "the neighbouring plugin kept serving"
     );
 }
