@@ -155,6 +155,66 @@ pub mod config {
 /// Persistent key-value storage with TTLs, namespaced per plugin (`wasmail:plugin/kv`).
 pub mod kv {
     pub use crate::bindings::imports::wasmail::plugin::kv::{KvError, delete, get, increment, set};
+
+    /// The longest key the host accepts.
+    pub const MAX_KEY: usize = 256;
+
+    /// `prefix:id` as a kv key, or `prefix#<128-bit FNV-1a of id>` when that would be longer than
+    /// the host accepts (an address triplet can be).
+    pub fn bounded_key(prefix: &str, id: &str) -> String {
+        let key = format!("{prefix}:{id}");
+        if key.len() <= MAX_KEY {
+            return key;
+        }
+        const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+        const PRIME: u128 = 0x0000000001000000000000000000013B;
+        let hash = id
+            .bytes()
+            .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+        format!("{prefix}#{hash:032x}")
+    }
+}
+
+/// Matching helpers the shipped filters share.
+pub mod matching {
+    /// A case-insensitive whole-string glob: `*` any run of characters, `?` one character.
+    #[derive(Debug)]
+    pub struct Glob(Vec<char>);
+
+    impl Glob {
+        pub fn new(pattern: &str) -> Glob {
+            Glob(pattern.to_lowercase().chars().collect())
+        }
+
+        pub fn matches(&self, text: &str) -> bool {
+            let text: Vec<char> = text.to_lowercase().chars().collect();
+            let pattern = &self.0;
+            let (mut p, mut t) = (0, 0);
+            // Where the last `*` was, and the text position it currently stands for up to.
+            let mut backtrack: Option<(usize, usize)> = None;
+            while t < text.len() {
+                match pattern.get(p) {
+                    Some(&'*') => {
+                        backtrack = Some((p, t));
+                        p += 1;
+                    }
+                    Some(&c) if c == '?' || c == text[t] => {
+                        p += 1;
+                        t += 1;
+                    }
+                    _ => match backtrack {
+                        Some((star, from)) => {
+                            backtrack = Some((star, from + 1));
+                            p = star + 1;
+                            t = from + 1;
+                        }
+                        None => return false,
+                    },
+                }
+            }
+            pattern[p..].iter().all(|&c| c == '*')
+        }
+    }
 }
 
 /// The host's clock, which tests can control (`wasmail:plugin/clock`).

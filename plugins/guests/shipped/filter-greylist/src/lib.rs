@@ -48,13 +48,13 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use toml::{Table, Value};
+use wasmail_plugin_sdk::matching::Glob;
 use wasmail_plugin_sdk::{Decision, Envelope, RcptHook, clock, config, kv, log};
 
 const DEFAULT_DELAY: u64 = 300;
 const DEFAULT_RETRY_WINDOW: u64 = 24 * 3600;
 const DEFAULT_LIFETIME: u64 = 36 * 24 * 3600;
 /// kv's longest key.
-const MAX_KEY: usize = 256;
 
 #[derive(Debug)]
 struct Settings {
@@ -105,44 +105,6 @@ impl ClientPattern {
 fn prefix_eq(a: u128, b: u128, width: u32, len: u8) -> bool {
     let shift = width - u32::from(len);
     shift >= width || (a >> shift) == (b >> shift)
-}
-
-/// A case-insensitive whole-string glob: `*` any run of characters, `?` one character.
-#[derive(Debug)]
-struct Glob(Vec<char>);
-
-impl Glob {
-    fn new(pattern: &str) -> Glob {
-        Glob(pattern.to_lowercase().chars().collect())
-    }
-
-    fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.to_lowercase().chars().collect();
-        let pattern = &self.0;
-        let (mut p, mut t) = (0, 0);
-        let mut backtrack: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match pattern.get(p) {
-                Some(&'*') => {
-                    backtrack = Some((p, t));
-                    p += 1;
-                }
-                Some(&c) if c == '?' || c == text[t] => {
-                    p += 1;
-                    t += 1;
-                }
-                _ => match backtrack {
-                    Some((star, from)) => {
-                        backtrack = Some((star, from + 1));
-                        p = star + 1;
-                        t = from + 1;
-                    }
-                    None => return false,
-                },
-            }
-        }
-        pattern[p..].iter().all(|&c| c == '*')
-    }
 }
 
 fn settings() -> &'static Settings {
@@ -240,25 +202,6 @@ fn network(address: &str, ip: Option<IpAddr>) -> String {
     }
 }
 
-/// FNV-1a, 128 bits: names a triplet too long for a kv key.
-fn fnv1a128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    bytes
-        .iter()
-        .fold(OFFSET, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
-}
-
-/// The kv key of a triplet under `prefix`.
-fn key(prefix: &str, triplet: &str) -> String {
-    let key = format!("{prefix}:{triplet}");
-    if key.len() <= MAX_KEY {
-        key
-    } else {
-        format!("{prefix}#{:032x}", fnv1a128(triplet.as_bytes()))
-    }
-}
-
 fn greylisted() -> Decision {
     Decision::defer(451, "4.7.1", "Greylisted, please try again later")
 }
@@ -282,8 +225,8 @@ impl RcptHook for Greylist {
             envelope.mail_from.as_deref().unwrap_or("").to_lowercase(),
             recipient.to_lowercase()
         );
-        let good = key("w", &triplet);
-        let seen = key("g", &triplet);
+        let good = kv::bounded_key("w", &triplet);
+        let seen = kv::bounded_key("g", &triplet);
         let store = |key: &str, value: &[u8], ttl: u64| match kv::set(key, value, Some(ttl)) {
             Ok(()) => true,
             Err(e) => {

@@ -44,7 +44,6 @@ use toml::{Table, Value};
 use wasmail_plugin_sdk::{Decision, Envelope, RcptHook, config, kv, log};
 
 /// kv's longest key.
-const MAX_KEY: usize = 256;
 
 #[derive(Clone, Copy, Debug)]
 struct Limit {
@@ -143,33 +142,18 @@ fn client_key(address: &str) -> String {
     }
 }
 
-/// FNV-1a, 128 bits: names a counter whose key would be too long for kv.
-fn fnv1a128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    bytes
-        .iter()
-        .fold(OFFSET, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
-}
-
-fn key(prefix: &str, id: &str) -> String {
-    let key = format!("{prefix}:{id}");
-    if key.len() <= MAX_KEY {
-        key
-    } else {
-        format!("{prefix}#{:032x}", fnv1a128(id.as_bytes()))
-    }
-}
-
 struct RateLimit;
 
 impl RcptHook for RateLimit {
     fn on_rcpt(envelope: Envelope, _recipient: String) -> Decision {
         let s = settings();
         let (counter, limit) = match &envelope.client.account {
-            Some(account) => (key("account", &account.to_lowercase()), s.per_account),
+            Some(account) => (
+                kv::bounded_key("account", &account.to_lowercase()),
+                s.per_account,
+            ),
             None => (
-                key("client", &client_key(&envelope.client.address)),
+                kv::bounded_key("client", &client_key(&envelope.client.address)),
                 s.per_client,
             ),
         };

@@ -104,6 +104,7 @@
 use std::sync::OnceLock;
 
 use toml::{Table, Value};
+use wasmail_plugin_sdk::matching::Glob;
 use wasmail_plugin_sdk::{
     Client, ConnectHook, DataHook, Decision, Envelope, Header, HeloHook, MailFromHook, Message,
     Modification, RcptHook, Reply, Verdict, config, log,
@@ -161,45 +162,6 @@ struct Facts<'a> {
     /// The recipient at RCPT; every recipient after DATA.
     rcpts: &'a [String],
     message: Option<&'a Message>,
-}
-
-/// A case-insensitive whole-string glob: `*` any run of characters, `?` one character.
-#[derive(Debug)]
-struct Glob(Vec<char>);
-
-impl Glob {
-    fn new(pattern: &str) -> Glob {
-        Glob(pattern.to_lowercase().chars().collect())
-    }
-
-    fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text.to_lowercase().chars().collect();
-        let pattern = &self.0;
-        let (mut p, mut t) = (0, 0);
-        // Where the last `*` was, and the text position it currently stands for up to.
-        let mut backtrack: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match pattern.get(p) {
-                Some(&'*') => {
-                    backtrack = Some((p, t));
-                    p += 1;
-                }
-                Some(&c) if c == '?' || c == text[t] => {
-                    p += 1;
-                    t += 1;
-                }
-                _ => match backtrack {
-                    Some((star, from)) => {
-                        backtrack = Some((star, from + 1));
-                        p = star + 1;
-                        t = from + 1;
-                    }
-                    None => return false,
-                },
-            }
-        }
-        pattern[p..].iter().all(|&c| c == '*')
-    }
 }
 
 fn any_glob(globs: &[Glob], text: &str) -> bool {
