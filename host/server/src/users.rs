@@ -300,16 +300,7 @@ impl UsersFile {
         check_hash(hash)?;
         let path = self.path();
         self.update(|lines| {
-            let found: Vec<usize> = find_lines(lines, address).collect();
-            let Some(&first) = found.first() else {
-                return Err(UserError::Unknown {
-                    address: address.to_owned(),
-                    path,
-                });
-            };
-            let listed = parse_line(&lines[first])
-                .map_or("", |(a, _, _)| a)
-                .to_owned();
+            let (found, listed) = listed_lines(lines, address, path)?;
             for index in found {
                 if let Some((listed, _, flags)) = parse_line(&lines[index]) {
                     lines[index] = if flags.is_empty() {
@@ -327,16 +318,7 @@ impl UsersFile {
     pub fn remove(&self, address: &str) -> Result<String, UserError> {
         let path = self.path();
         self.update(|lines| {
-            let found: Vec<usize> = find_lines(lines, address).collect();
-            let Some(&first) = found.first() else {
-                return Err(UserError::Unknown {
-                    address: address.to_owned(),
-                    path,
-                });
-            };
-            let listed = parse_line(&lines[first])
-                .map_or("", |(a, _, _)| a)
-                .to_owned();
+            let (found, listed) = listed_lines(lines, address, path)?;
             for index in found.into_iter().rev() {
                 lines.remove(index);
             }
@@ -448,6 +430,25 @@ fn check_hash(hash: &str) -> Result<(), UserError> {
     PasswordHash::new(hash)
         .map(|_| ())
         .map_err(|e| UserError::Hash(e.to_string()))
+}
+
+/// The lines of `address`'s account and the address as the file lists it, or `Unknown`.
+fn listed_lines(
+    lines: &[String],
+    address: &str,
+    path: PathBuf,
+) -> Result<(Vec<usize>, String), UserError> {
+    let found: Vec<usize> = find_lines(lines, address).collect();
+    let Some(&first) = found.first() else {
+        return Err(UserError::Unknown {
+            address: address.to_owned(),
+            path,
+        });
+    };
+    let listed = parse_line(&lines[first])
+        .map_or("", |(a, _, _)| a)
+        .to_owned();
+    Ok((found, listed))
 }
 
 #[cfg(test)]
