@@ -311,8 +311,8 @@ impl FsAccount {
         let mut sources = Vec::new();
         for uid in uids {
             let Ok(entry) = src.entry(uid) else { continue };
-            let tmp = match src.open_file(&entry) {
-                Ok(file) => link_or_copy(src, &entry, file, dst)?,
+            let tmp = match link_or_copy(src, &entry, dst) {
+                Ok(tmp) => tmp,
                 Err(StoreError::NoSuchMessage(_)) => continue,
                 Err(e) => return Err(e),
             };
@@ -338,25 +338,26 @@ impl FsAccount {
     }
 }
 
-/// Puts a copy of a message file into `dst`'s `tmp/` and returns its name there.
+/// Puts a copy of a message file into `dst`'s `tmp/` and returns its name there: a hard link
+/// to the file where it is, or, if that fails (another filesystem, a name that moved), a copy
+/// read through `open_file`, which also copes with a file that vanished.
 fn link_or_copy(
     src: &FsMailbox,
     entry: &crate::state::Entry,
-    file: cap_std::fs::File,
     dst: &FsMailbox,
 ) -> StoreResult<String> {
     let name = layout::unique_base(0).trim_end_matches(",S=0").to_owned();
-    let from = src
-        .locate(entry)
-        .ok_or(StoreError::NoSuchMessage(entry.meta.uid))?;
-    match src.dir().hard_link(&from, dst.dir(), format!("tmp/{name}")) {
-        Ok(()) => Ok(name),
-        Err(_) => {
-            let mut reader = file.into_std();
-            let (name, _) = dst.write_tmp(&[], &mut reader)?;
-            Ok(name)
-        }
+    if let Some(from) = src.locate(entry)
+        && src
+            .dir()
+            .hard_link(&from, dst.dir(), format!("tmp/{name}"))
+            .is_ok()
+    {
+        return Ok(name);
     }
+    let mut reader = src.open_file(entry)?.into_std();
+    let (name, _) = dst.write_tmp(&[], &mut reader)?;
+    Ok(name)
 }
 
 impl Account for FsAccount {
