@@ -193,6 +193,32 @@ impl PluginSet {
         AuthOutcome::Rejected
     }
 
+    /// Whether an account exists, by the authenticators: `Some(true)` as soon as one says so,
+    /// `Some(false)` when every authenticator answered no, `None` when there is no authenticator
+    /// or one failed (the caller then cannot tell, and should not refuse mail for it).
+    pub fn account_exists(&self, account: &str) -> Option<bool> {
+        let mut answered = false;
+        for plugin in self
+            .plugins
+            .iter()
+            .filter(|p| p.exports.authentication.is_some())
+        {
+            let result = run_once(plugin, |live, indices: &authentication::GuestIndices| {
+                let guest = indices.load(&mut live.store, &live.instance)?;
+                guest.call_account_exists(&mut live.store, account)
+            });
+            match result {
+                Ok(true) => return Some(true),
+                Ok(false) => answered = true,
+                Err(e) => {
+                    tracing::error!(plugin = %plugin.spec.name, error = %e, "account lookup failed");
+                    return None;
+                }
+            }
+        }
+        answered.then_some(false)
+    }
+
     /// Asks the delivery policies in order; the first that does not `pass` decides.
     pub fn route(&self, recipient: &Address, envelope: &Envelope) -> RouteOutcome {
         let wit_env = wit_envelope(envelope);

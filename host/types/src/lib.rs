@@ -10,12 +10,13 @@
 //!
 //! Everything that crosses a crate boundary is defined here: [`Address`] and the SMTP paths,
 //! [`Envelope`], the [`Reply`] sent to a peer, the [`Verdict`] a filter returns, [`Secret`] for
-//! credentials, and the mail store's data model ([`mail`]) with the [`MailStore`] trait that a
+//! credentials, the policy seams ([`Filter`], [`Authenticator`], [`DeliveryPolicy`]), and the mail store's data model ([`mail`]) with the [`MailStore`] trait that a
 //! protocol session talks to. An embedder needs only this crate and `wasmail`.
 
 mod address;
 mod envelope;
 pub mod mail;
+mod policy;
 mod reply;
 mod secret;
 mod store;
@@ -24,6 +25,7 @@ mod view;
 
 pub use address::{Address, AddressError, Domain, ForwardPath, ReversePath};
 pub use envelope::{ClientInfo, Envelope, TlsInfo};
+pub use policy::{AuthAnswer, Authenticator, DeliveryPolicy, Filter, FilterAnswer, Route};
 pub use reply::{EnhancedCode, Reply, ReplyError};
 pub use secret::Secret;
 pub use store::{
