@@ -1,6 +1,10 @@
 //! Shared helpers for wasmail's end-to-end tests (`tests/tests/*.rs`): real clients and tools,
 //! real files in temp dirs.
 
+pub mod load;
+pub mod peer;
+pub mod server;
+
 use std::path::Path;
 use std::process::Command;
 

@@ -28,6 +28,12 @@ pub struct GlobalOptions {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the server: SMTP (inbound, submission, submissions) on the configured listeners
+    ///
+    /// With no config it runs on the embedded defaults: loopback only, ports 3025/3587/3465,
+    /// data in ./wasmail-data, domain localhost, a self-signed certificate made on first start.
+    /// SIGTERM or ctrl-c stops it gracefully; SIGHUP reloads the plugins.
+    Serve,
     /// Print or check the configuration
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -83,6 +89,9 @@ pub enum PluginCommand {
         /// The component file (.wasm)
         file: PathBuf,
     },
+    /// Ask the running server (of this data dir) to reload its plugins; prints the new
+    /// generation, or why the reload failed (the old plugins then keep serving) and exits 1
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,7 @@ pub struct Config {
     pub limits: Limits,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub dns: DnsConfig,
     /// The plugin chain, in the order the plugins run. Empty means the built-in defaults.
     pub plugins: Vec<PluginConfig>,
 }
@@ -98,6 +99,21 @@ impl Services {
             ("imaps", &self.imaps),
             ("pop3", &self.pop3),
             ("pop3s", &self.pop3s),
+        ]
+    }
+}
+
+impl Services {
+    /// Every service, mutable, with its key under `[services]`.
+    pub fn all_mut(&mut self) -> [(&'static str, &mut Service); 7] {
+        [
+            ("smtp", &mut self.smtp),
+            ("submission", &mut self.submission),
+            ("submissions", &mut self.submissions),
+            ("imap", &mut self.imap),
+            ("imaps", &mut self.imaps),
+            ("pop3", &mut self.pop3),
+            ("pop3s", &mut self.pop3s),
         ]
     }
 }
@@ -236,9 +252,10 @@ pub struct Limits {
     pub max_connections_per_ip: u32,
     /// Recipients in one SMTP transaction. RFC 5321 4.5.3.1.8: at least 100.
     pub max_recipients: u32,
-    /// Longest line accepted from a client, CRLF included: command lines of every protocol and
-    /// message lines during SMTP DATA. RFC 5321 4.5.3.1.4-6 require 512 octets for commands and
-    /// 1000 for text lines; RFC 7162 section 4 asks IMAP servers to take 8192-octet commands.
+    /// Longest command line accepted from a client, CRLF included, in every protocol. Message
+    /// content (SMTP DATA) is streamed and limited only by `max_message_size`: real mail has
+    /// longer lines than RFC 5322 allows, and refusing it helps nobody. RFC 5321 4.5.3.1.4
+    /// requires 512 octets for commands; RFC 7162 section 4 asks IMAP servers to take 8192.
     pub max_line_length: ByteSize,
     /// RFC 5321 4.5.3.2.7: a server should wait at least 5 minutes for the next command.
     pub smtp_idle_timeout: TimeSpan,
@@ -258,8 +275,8 @@ pub mod rfc_minimum {
     pub const MESSAGE_SIZE: ByteSize = ByteSize::kib(64);
     /// RFC 5321 4.5.3.1.8.
     pub const RECIPIENTS: u32 = 100;
-    /// RFC 5321 4.5.3.1.6 (text line, the largest of the SMTP line minimums).
-    pub const LINE_LENGTH: ByteSize = ByteSize::bytes(1000);
+    /// RFC 5321 4.5.3.1.4 (command line).
+    pub const LINE_LENGTH: ByteSize = ByteSize::bytes(512);
     /// RFC 5321 4.5.3.2.7.
     pub const SMTP_IDLE: TimeSpan = TimeSpan::from_mins(5);
     /// RFC 3501 5.4.
@@ -328,13 +345,59 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[dns]`: the resolver behind the `dns` import of plugins granted it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Name servers, asked over UDP with TCP for long answers. Empty means those of
+    /// `/etc/resolv.conf`.
+    #[serde(deserialize_with = "name_servers")]
+    pub servers: Vec<SocketAddr>,
+    /// How long one lookup may take before the plugin is told it failed.
+    pub timeout: TimeSpan,
+}
+
+impl DnsConfig {
+    pub const DEFAULT_TIMEOUT: TimeSpan = TimeSpan::from_secs(2);
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Name server addresses: `IP:PORT`, or a bare IP for port 53.
+fn name_servers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let texts = Vec::<String>::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<SocketAddr>()
+                .or_else(|_| {
+                    text.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "invalid name server {text:?}: expected IP or IP:PORT such as \
+                         \"192.0.2.53\", \"192.0.2.53:53\" or \"[2001:db8::53]:53\""
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// `[[plugins]]`: one WebAssembly component in the plugin chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Unique; names the plugin in logs and namespaces its key-value store.
     pub name: String,
-    /// Path to the `.wasm` component.
+    /// Path to the `.wasm` component, or `builtin:NAME` for a plugin compiled into wasmail.
     pub file: PathBuf,
     /// What a trap, timeout or limit breach in this plugin does to the mail at hand.
     #[serde(default)]
@@ -559,6 +622,7 @@ impl Config {
         self.validate_tls(&mut findings);
         self.validate_limits(&mut findings);
         self.validate_log(&mut findings);
+        self.validate_dns(&mut findings);
         self.validate_plugins(&mut findings);
         if findings.is_empty() {
             Ok(())
@@ -605,7 +669,7 @@ impl Config {
                 "max_line_length",
                 &limits.max_line_length,
                 &rfc_minimum::LINE_LENGTH,
-                "RFC 5321 4.5.3.1.6",
+                "RFC 5321 4.5.3.1.4",
             );
         }
         if limits.smtp_idle_timeout < rfc_minimum::SMTP_IDLE {
@@ -779,6 +843,20 @@ impl Config {
         }
     }
 
+    fn validate_dns(&self, findings: &mut Vec<Finding>) {
+        for (index, server) in self.dns.servers.iter().enumerate() {
+            if server.port() == 0 || server.ip().is_unspecified() {
+                findings.push(Finding::new(
+                    format!("dns.servers[{index}]"),
+                    format!("{server} is not an address a name server can answer on"),
+                ));
+            }
+        }
+        if self.dns.timeout.is_zero() {
+            findings.push(Finding::new("dns.timeout", "must be greater than zero"));
+        }
+    }
+
     fn validate_plugins(&self, findings: &mut Vec<Finding>) {
         let mut first_index_of_name: HashMap<&str, usize> = HashMap::new();
         for (index, plugin) in self.plugins.iter().enumerate() {
@@ -795,6 +873,21 @@ impl Config {
             }
             if plugin.file.as_os_str().is_empty() {
                 findings.push(Finding::new(key("file"), "is empty"));
+            }
+            if let Some(name) = plugin
+                .file
+                .to_str()
+                .and_then(|f| f.strip_prefix("builtin:"))
+                && crate::plugins::builtin(name).is_none()
+            {
+                let known: Vec<&str> = crate::plugins::BUILTIN.iter().map(|(n, _)| *n).collect();
+                findings.push(Finding::new(
+                    key("file"),
+                    format!(
+                        "there is no built-in plugin {name:?} (built in: {})",
+                        known.join(", ")
+                    ),
+                ));
             }
             // One WebAssembly page; a component cannot start with less.
             const WASM_PAGE: ByteSize = ByteSize::kib(64);

@@ -14,8 +14,10 @@
 //!   | import   an existing Maildir --> the mail store                 |
 //!   | users    `wasmail user` --> <data dir>/auth/users (argon2id),   |
 //!   |          read by the default authenticator plugin at each login |
-//!   | drivers  socket <-> tokio + rustls <-> protocol state machine   |
-//!   |          <-> plugin chain <-> mail store            (to come)   |
+//!   | server   Server::builder: store, policy, plugins, listeners     |
+//!   | net      listeners, limits, TLS (rustls), shutdown              |
+//!   | smtp     driver: socket <-> wasmail-proto session; transaction: |
+//!   |          policy (native + plugins) -> spool -> store / queue    |
 //!   +-----------------------------------------------------------------+
 //!        |                  |                   |
 //!   wasmail-proto     wasmail-store      wasmail-plugin      all --> wasmail-types
@@ -24,6 +26,17 @@
 //! ```
 
 pub mod config;
+pub mod control;
+pub mod dns;
 pub mod import;
 pub mod logging;
+pub mod net;
+pub mod plugins;
+pub mod policy;
+pub mod queue;
+mod server;
+pub mod smtp;
 pub mod users;
+mod wire;
+
+pub use server::{Server, ServerBuilder, ServerError, ServerHandle, Service};

@@ -69,11 +69,63 @@ fn run(cli: Cli) -> Result<(), RunError> {
                 found.wasi_imports.len()
             ))
         }
+        Command::Serve => {
+            let config = load_config(&cli.global)?;
+            wasmail::logging::init(config.log.format, &config.log.level)?;
+            serve(config)
+        }
+        Command::Plugin(PluginCommand::Reload) => {
+            let config = load_config(&cli.global)?;
+            let reply = wasmail::control::request(&config.server.data_dir, "reload")?;
+            match reply.strip_prefix("ok ") {
+                Some(ok) => write_stdout(&format!("reloaded: {ok}\n")),
+                None => Err(reply.into()),
+            }
+        }
         Command::User(command) => {
             let config = load_config(&cli.global)?;
             run_user(&config, command)
         }
     }
+}
+
+/// `wasmail serve`: runs until SIGTERM or ctrl-c; SIGHUP reloads the plugins.
+fn serve(config: Config) -> Result<(), RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let data_dir = config.server.data_dir.clone();
+        let server = wasmail::Server::builder(config).build()?;
+        let handle = server.handle();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let control = tokio::spawn(wasmail::control::serve(
+            wasmail::control::socket_path(&data_dir),
+            handle.clone(),
+            stop.clone(),
+        ));
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let reloader = tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading plugins");
+                let h = handle.clone();
+                let _ = tokio::task::spawn_blocking(move || h.reload_plugins()).await;
+            }
+        });
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+                _ = terminate.recv() => tracing::info!("SIGTERM"),
+            }
+        };
+        let result = server.run(shutdown).await;
+        stop.cancel();
+        reloader.abort();
+        let _ = control.await;
+        result.map_err(RunError::from)
+    })
 }
 
 /// `wasmail user ...`. Passwords are read before the users file is locked (hashing takes a

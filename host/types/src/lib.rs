@@ -14,6 +14,7 @@
 //! protocol session talks to. An embedder needs only this crate and `wasmail`.
 
 mod address;
+pub mod date;
 mod envelope;
 pub mod mail;
 mod policy;

@@ -74,6 +74,10 @@ fn fully_populated() -> Config {
             format: LogFormat::Json,
             level: "info,wasmail=debug".to_owned(),
         },
+        dns: DnsConfig {
+            servers: vec![SocketAddr::from(([192, 0, 2, 53], 53))],
+            timeout: TimeSpan::from_millis(1500),
+        },
         plugins: vec![PluginConfig {
             name: "spam-rules".to_owned(),
             file: PathBuf::from("/usr/lib/wasmail/spam-rules.wasm"),
@@ -517,7 +521,7 @@ fn listeners_that_cannot_clash_are_accepted() -> TestResult {
 #[test]
 fn risky_but_working_settings_draw_warnings() -> TestResult {
     let config = parse(concat!(
-        "[limits]\nmax_message_size = \"1 KiB\"\nmax_recipients = 10\nmax_line_length = 512\n",
+        "[limits]\nmax_message_size = \"1 KiB\"\nmax_recipients = 10\nmax_line_length = 500\n",
         "smtp_idle_timeout = \"1m\"\nimap_idle_timeout = \"1m\"\npop3_idle_timeout = \"1m\"\n",
         "[store]\nfsync = false\n[tls]\nallow_plaintext_auth = true\n",
     ))?;

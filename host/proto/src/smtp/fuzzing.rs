@@ -1,0 +1,201 @@
+//! The driver loop shared by the cargo-fuzz target `smtp_session` (fuzz/) and the crate's own
+//! pseudo-random test: arbitrary bytes, fed in arbitrary pieces, into a [`Session`] whose
+//! driver answers every decision. Only compiled for tests and with the `fuzzing` feature.
+//!
+//! [`run`] panics when an invariant breaks:
+//! - the session never panics (implicitly);
+//! - after [`Progress::NeedInput`] it holds less than one command line of unprocessed input;
+//! - no [`Event::MessageChunk`] exceeds [`CHUNK_SIZE`], and no message hands out more than
+//!   `max_message_size` octets;
+//! - a driver that answers every decision never sees [`Progress::AwaitingAnswer`];
+//! - every call makes progress (no endless event loop).
+
+use wasmail_types::Reply;
+
+use super::{CHUNK_SIZE, Event, Progress, Session, SessionConfig};
+
+/// The first bytes of the input choose the configuration and the driver's behaviour; the
+/// rest is the client's byte stream.
+///
+/// - byte 0: flags — no size limit, no error limit, STARTTLS offered, AUTH offered, AUTH needs
+///   TLS, AUTH required, implicit TLS, 554 greeting;
+/// - byte 1: the driver refuses a decision when `(n * 31 + byte) % 7 == 0` for the n-th
+///   decision, if the low bit is set;
+/// - byte 2, 3: the seed of the pieces the stream is cut into.
+pub fn run(data: &[u8]) {
+    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+    let flags = byte(0);
+    let flag = |bit: u8| flags & (1 << bit) != 0;
+    let config = SessionConfig {
+        hostname: "mx.example".to_owned(),
+        max_line_length: 512,
+        max_message_size: if flag(0) { 0 } else { 3000 },
+        max_recipients: 3,
+        max_errors: if flag(1) { 0 } else { 25 },
+        starttls: flag(2),
+        auth: flag(3),
+        auth_needs_tls: flag(4),
+        require_auth: flag(5),
+        vrfy: false,
+    };
+    let refuse = byte(1);
+    let mut seed = u32::from(byte(2)) << 8 | u32::from(byte(3)) | 1;
+    let stream = data.get(4..).unwrap_or_default();
+    let max_message = config.max_message_size;
+    let line_limit = config.max_line_length;
+
+    let mut session = Session::new(config, flag(6));
+    if flag(7) {
+        session.refuse(Reply::fixed(554, (5, 3, 2), "No service"));
+    } else {
+        session.greet();
+    }
+    let mut fed = 0;
+    let mut decisions = 0u32;
+    let mut message = 0u64;
+    let mut steps = 0usize;
+    let step_limit = 64 * (stream.len() + 64);
+    loop {
+        steps += 1;
+        assert!(steps < step_limit, "no progress");
+        match session.next() {
+            Progress::NeedInput => {
+                session.take_output();
+                assert!(
+                    session.buffered_input() < line_limit,
+                    "{} octets buffered",
+                    session.buffered_input()
+                );
+                if fed >= stream.len() {
+                    break;
+                }
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let piece = 1 + (seed as usize % 700);
+                let end = (fed + piece).min(stream.len());
+                session.feed(stream.get(fed..end).unwrap_or_default());
+                fed = end;
+            }
+            Progress::Close => break,
+            Progress::AwaitingAnswer => panic!("AwaitingAnswer with every decision answered"),
+            Progress::Event(event) => {
+                let decision = matches!(
+                    event,
+                    Event::Helo { .. }
+                        | Event::Auth { .. }
+                        | Event::MailFrom { .. }
+                        | Event::RcptTo { .. }
+                        | Event::DataStart { .. }
+                        | Event::MessageEnd { .. }
+                );
+                match &event {
+                    Event::MessageChunk(bytes) => {
+                        assert!(bytes.len() <= CHUNK_SIZE);
+                        assert!(!bytes.is_empty());
+                        message += bytes.len() as u64;
+                        assert!(max_message == 0 || message <= max_message);
+                    }
+                    Event::DataStart { .. } | Event::MessageAborted { .. } | Event::Reset => {
+                        message = 0;
+                    }
+                    Event::MessageEnd { size } => {
+                        assert_eq!(*size, message);
+                        message = 0;
+                    }
+                    Event::StartTls => {
+                        session.take_output();
+                        session.tls_started(flag(3), false);
+                    }
+                    _ => {}
+                }
+                if decision {
+                    decisions += 1;
+                    let refused = refuse & 1 == 1
+                        && (decisions.wrapping_mul(31).wrapping_add(u32::from(refuse))) % 7 == 0;
+                    if refused {
+                        session.reply(Reply::fixed(550, (5, 7, 1), "Refused"));
+                    } else if let Event::Auth { identity, .. } = event {
+                        session.authenticated(identity);
+                    } else if matches!(event, Event::MessageEnd { .. }) {
+                        session.reply(Reply::fixed(250, (2, 0, 0), "Queued"));
+                    } else {
+                        session.accept();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pieces of SMTP the generator strings together, so random inputs reach deep states.
+const TOKENS: &[&[u8]] = &[
+    b"EHLO client.example\r\n",
+    b"HELO x\r\n",
+    b"MAIL FROM:<a@b.example>\r\n",
+    b"MAIL FROM:<> SIZE=100 BODY=8BITMIME\r\n",
+    b"MAIL FROM:<\xc3\xa9@b.example> SMTPUTF8\r\n",
+    b"MAIL FROM:<a@b.example> SIZE=999999999999999999999\r\n",
+    b"RCPT TO:<c@d.example>\r\n",
+    b"RCPT TO:<e@d.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;e@d.example\r\n",
+    b"RCPT TO:<postmaster>\r\n",
+    b"DATA\r\n",
+    b"BDAT 10\r\n",
+    b"BDAT 5 LAST\r\n",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 18446744073709551615\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"QUIT\r\n",
+    b"VRFY x\r\n",
+    b"STARTTLS\r\n",
+    b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH LOGIN\r\n",
+    b"dXNlcg==\r\n",
+    b"*\r\n",
+    b"Subject: hi\r\n\r\nbody\r\n",
+    b"..stuffed\r\n",
+    b".\r\n",
+    b"\r\n.\r\n",
+    b"\n.\n",
+    b"\r.\r",
+    b"\n.\r\n",
+    b"\r\n.\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b".",
+    b"0123456789",
+];
+
+/// A pseudo-random client stream (with the 4 configuration bytes [`run`] reads first) from
+/// `seed`: SMTP tokens, random bytes and occasional long runs.
+pub fn generate(seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rand = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out: Vec<u8> = (0..4).map(|_| rand() as u8).collect();
+    let pieces = rand() % 40;
+    for _ in 0..pieces {
+        match rand() % 10 {
+            0 => {
+                let n = rand() % 16;
+                out.extend((0..n).map(|_| rand() as u8));
+            }
+            1 if rand() % 8 == 0 => {
+                let n = 400 + rand() % 3000;
+                out.extend(std::iter::repeat_n(b'x', n as usize));
+            }
+            _ => {
+                let i = (rand() % TOKENS.len() as u64) as usize;
+                out.extend_from_slice(TOKENS.get(i).copied().unwrap_or_default());
+            }
+        }
+    }
+    out
+}

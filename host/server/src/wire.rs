@@ -1,0 +1,106 @@
+//! The socket side of every protocol driver: read with an idle timeout and the shutdown signal,
+//! write with the same timeout, upgrade to TLS in place (STARTTLS, STLS).
+//!
+//! The drivers (SMTP, IMAP, POP3) are each a loop of `session.next()` over a [`Wire`]; what is
+//! the same for all of them lives here, once.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use wasmail_types::TlsInfo;
+
+use crate::net::{Stream, TlsManager};
+
+/// Bytes read per call: also the most a session is fed at once.
+const READ_SIZE: usize = 64 * 1024;
+
+/// How long a TLS handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum Input<'a> {
+    Data(&'a [u8]),
+    /// The client closed its side.
+    Closed,
+    /// Nothing arrived within the idle timeout.
+    IdleTimeout,
+    /// The server is shutting down (only reported while a shutdown token is passed).
+    Shutdown,
+    Failed(io::Error),
+}
+
+/// One connection's socket.
+#[derive(Debug)]
+pub struct Wire {
+    stream: Option<Stream>,
+    buf: Box<[u8]>,
+    idle: Duration,
+}
+
+impl Wire {
+    pub fn new(stream: Stream, idle: Duration) -> Wire {
+        Wire {
+            stream: Some(stream),
+            buf: vec![0; READ_SIZE].into_boxed_slice(),
+            idle,
+        }
+    }
+
+    /// Waits for bytes, at most the idle timeout; returns early on shutdown if `shutdown` is given.
+    pub async fn read(&mut self, shutdown: Option<&CancellationToken>) -> Input<'_> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Input::Closed;
+        };
+        let read = tokio::time::timeout(self.idle, stream.read(&mut self.buf));
+        let result = match shutdown {
+            Some(token) => tokio::select! {
+                r = read => r,
+                () = token.cancelled() => return Input::Shutdown,
+            },
+            None => read.await,
+        };
+        match result {
+            Err(_) => Input::IdleTimeout,
+            Ok(Ok(0)) => Input::Closed,
+            Ok(Ok(n)) => Input::Data(&self.buf[..n]),
+            Ok(Err(e)) => Input::Failed(e),
+        }
+    }
+
+    /// Writes everything, or fails if the client does not take it within the idle timeout.
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(self.idle, write)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?
+    }
+
+    /// The TLS handshake on this connection (the caller has flushed its "go ahead" reply, and the
+    /// session has dropped whatever plaintext it had buffered).
+    pub async fn start_tls(&mut self, tls: &TlsManager) -> io::Result<TlsInfo> {
+        let stream = self
+            .stream
+            .take()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        let (stream, info) = stream.upgrade(&tls.acceptor(), HANDSHAKE_TIMEOUT).await?;
+        self.stream = Some(stream);
+        Ok(info)
+    }
+
+    /// Closes the connection (TLS close_notify, then FIN).
+    pub async fn close(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+        }
+    }
+}

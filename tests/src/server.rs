@@ -1,0 +1,233 @@
+//! A real wasmail server for a test: in this process, on `127.0.0.1:0`, with a temp data dir,
+//! the self-signed certificate it makes on first start, and its own tokio runtime on a thread (so
+//! tests stay plain synchronous code driving real clients).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+
+use tempfile::TempDir;
+use wasmail::config::Config;
+use wasmail::{Server, ServerBuilder, ServerHandle, Service};
+use wasmail_types::mail::MailboxName;
+use wasmail_types::{MailStore as _, Secret};
+
+/// The domain the test servers receive mail for.
+pub const DOMAIN: &str = "example.test";
+/// Their host name (greeting, `Received:`).
+pub const HOSTNAME: &str = "mx.example.test";
+
+/// A running server; dropping it shuts the server down and waits for it.
+pub struct TestServer {
+    pub dir: TempDir,
+    pub handle: ServerHandle,
+    addrs: Vec<(Service, SocketAddr)>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("dir", &self.dir.path())
+            .field("addrs", &self.addrs)
+            .finish()
+    }
+}
+
+/// The config of a test server: SMTP services on ephemeral loopback ports, IMAP/POP3 off.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.server.hostname = HOSTNAME.into();
+    config.server.domains = vec![DOMAIN.into()];
+    config.server.data_dir = data_dir.to_path_buf();
+    let any: SocketAddr = "127.0.0.1:0"
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
+    for service in [
+        &mut config.services.smtp,
+        &mut config.services.submission,
+        &mut config.services.submissions,
+    ] {
+        service.listen = vec![any];
+    }
+    for service in [
+        &mut config.services.imap,
+        &mut config.services.imaps,
+        &mut config.services.pop3,
+        &mut config.services.pop3s,
+    ] {
+        service.enabled = false;
+    }
+    config.log.level = "warn".into();
+    config
+}
+
+impl TestServer {
+    /// The default server: built-in plugins, domain `example.test`.
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {}, |b| b)
+    }
+
+    /// A server whose config and builder the test adjusts first.
+    pub fn start_with(
+        configure: impl FnOnce(&mut Config),
+        build: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let mut config = test_config(dir.path());
+        configure(&mut config);
+        let server = build(Server::builder(config))
+            .build()
+            .unwrap_or_else(|e| panic!("server did not build: {e}"));
+        let handle = server.handle();
+        let addrs = Service::ALL
+            .iter()
+            .flat_map(|s| server.local_addrs(*s).into_iter().map(|a| (*s, a)))
+            .collect();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            runtime
+                .block_on(server.run(async {
+                    let _ = stopped.await;
+                }))
+                .unwrap_or_else(|e| panic!("server failed: {e}"));
+        });
+        TestServer {
+            dir,
+            handle,
+            addrs,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Where `service` listens.
+    pub fn addr(&self, service: Service) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("{} is not listening", service.name()))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The self-signed certificate the server made (for clients to trust).
+    pub fn certificate(&self) -> PathBuf {
+        self.handle.certificate_path()
+    }
+
+    /// Adds an account with a password (as `wasmail user add` does).
+    pub fn add_user(&self, address: &str, password: &str) {
+        let users = wasmail::users::UsersFile::new(self.data_dir());
+        let hash = wasmail::users::hash_password(&Secret::new(password.to_owned()))
+            .unwrap_or_else(|e| panic!("hash: {e}"));
+        users
+            .add(address, &hash)
+            .unwrap_or_else(|e| panic!("add user: {e}"));
+    }
+
+    /// Every message in an account's mailbox, oldest first, as stored (read through the store).
+    pub fn messages(&self, account: &str, mailbox: &str) -> Vec<Vec<u8>> {
+        let store =
+            wasmail_store::FsStore::open(self.data_dir(), wasmail_store::StoreConfig::default())
+                .unwrap_or_else(|e| panic!("open store: {e}"));
+        let account = store
+            .account(account)
+            .unwrap_or_else(|e| panic!("account: {e}"));
+        let name = MailboxName::new(mailbox).unwrap_or_else(|e| panic!("name: {e}"));
+        let Ok(mailbox) = account.open(&name) else {
+            return Vec::new();
+        };
+        mailbox
+            .messages()
+            .unwrap_or_else(|e| panic!("messages: {e}"))
+            .iter()
+            .map(|m| {
+                mailbox
+                    .open_message(m.uid)
+                    .and_then(|c| c.read_all().map_err(wasmail_types::StoreError::io("read")))
+                    .unwrap_or_else(|e| panic!("read: {e}"))
+            })
+            .collect()
+    }
+
+    /// The message files on disk under an account's directory (new/ and cur/ of every folder).
+    pub fn message_files(&self, account: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = self
+            .data_dir()
+            .join("accounts")
+            .join(account.to_lowercase());
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|p| p == "new" || p == "cur")
+                {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+
+    /// Messages waiting in the outbound queue.
+    pub fn queued(&self) -> Vec<String> {
+        wasmail::queue::OutboundQueue::open(self.data_dir(), false)
+            .and_then(|q| q.list())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Strips the trace fields the server prepends (`Return-Path:`, `Received:` with its
+/// continuation lines) and returns the rest: what the client sent.
+pub fn without_trace(message: &[u8]) -> &[u8] {
+    let mut rest = message;
+    loop {
+        let line_end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let line = &rest[..line_end];
+        let is_trace = line.starts_with(b"Return-Path:") || line.starts_with(b"Received:");
+        if !is_trace {
+            return rest;
+        }
+        rest = &rest[line_end..];
+        while rest.first().is_some_and(|&b| b == b'\t' || b == b' ') {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            rest = &rest[end..];
+        }
+    }
+}
