@@ -63,10 +63,112 @@ type Start = fn() -> Result<Target, String>;
 /// before the next one starts, so they never compete for the machine.
 const TARGETS: &[(&str, Start)] = &[
     ("Postfix", postfix),
-    // Next: ("wasmail (no plugin)", ...), ("wasmail (filter plugin on every message)", ...):
-    // start a server on 127.0.0.1:0 with a data dir under /var/tmp (on disk), create accounts,
-    // and count files with `peer::count_maildir(<data>/accounts/<id>)`.
+    ("wasmail", wasmail_defaults),
+    ("wasmail + filter", wasmail_with_filter),
 ];
+
+/// The built-in plugins only: at every RCPT the delivery policy routes the recipient and the
+/// authenticator confirms the account exists (two plugin calls per message).
+fn wasmail_defaults() -> Result<Target, String> {
+    wasmail(false)
+}
+
+/// Also a content filter on every message (filter-rules: a header rule, checked on the data
+/// hook, that does not match).
+fn wasmail_with_filter() -> Result<Target, String> {
+    wasmail(true)
+}
+
+/// A wasmail server in this process on 127.0.0.1:0, data dir under /var/tmp (on disk, fsync on),
+/// accounts user1..user10@example.test; delivered = files in the account's Maildir.
+fn wasmail(filter: bool) -> Result<Target, String> {
+    use wasmail::Service;
+    let dir = tempfile::Builder::new()
+        .prefix("wasmail-bench-")
+        .tempdir_in("/var/tmp")
+        .map_err(|e| e.to_string())?;
+    let mut config = wasmail_e2e::server::test_config(dir.path());
+    config.log.level = "error".into();
+    config.limits.max_connections_per_ip = 1000;
+    let mut specs = wasmail::plugins::default_specs(&config);
+    if filter {
+        let rules: wasmail::config::Config = wasmail::config::Config::parse(
+            concat!(
+                "[[plugins]]\nname = \"rules\"\nfile = \"builtin:filter-rules\"\n",
+                "[[plugins.config.rule]]\nheader = \"Subject\"\ncontains = \"lottery\"\n",
+                "action = \"reject\"\n",
+            ),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        specs.extend(wasmail::plugins::specs(&rules));
+    }
+    let users = wasmail::users::UsersFile::new(dir.path());
+    let hash = wasmail::users::hash_password(&wasmail_types::Secret::new("bench".to_owned()))
+        .map_err(|e| e.to_string())?;
+    let mailboxes: Vec<String> = (1..=10).map(|n| format!("user{n}@example.test")).collect();
+    for m in &mailboxes {
+        users.add(m, &hash).map_err(|e| e.to_string())?;
+    }
+    let server = wasmail::Server::builder(config)
+        .plugins(specs)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let addr = *server
+        .local_addrs(Service::Smtp)
+        .first()
+        .ok_or("no SMTP listener")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(server.run(async {
+            let _ = stopped.await;
+        }))
+        .map_err(|e| e.to_string())
+    });
+    // Owned by the counting closure: dropping the target stops the server, then removes the dir.
+    let running = std::sync::Mutex::new(Some((stop, thread)));
+    let root = dir.path().join("accounts");
+    let guard = RunningServer { running, _dir: dir };
+    println!("  wasmail data dir {}, filesystem {}", root.display(), filesystem_type(&root));
+    Ok(Target {
+        name: if filter {
+            "wasmail + filter-rules on DATA".to_owned()
+        } else {
+            "wasmail (built-in plugins)".to_owned()
+        },
+        addr,
+        mailboxes,
+        count_delivered: Box::new(move |rcpt| {
+            let _ = &guard;
+            peer::count_maildir(&root.join(rcpt))
+        }),
+        baseline: false,
+    })
+}
+
+type ServerThread = std::thread::JoinHandle<Result<(), String>>;
+
+/// Stops the server (and waits for it) before its data dir is removed.
+struct RunningServer {
+    running: std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, ServerThread)>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let taken = self.running.lock().ok().and_then(|mut r| r.take());
+        if let Some((stop, thread)) = taken {
+            let _ = stop.send(());
+            if let Ok(Err(e)) = thread.join() {
+                println!("  wasmail stopped with an error: {e}");
+            }
+        }
+    }
+}
 
 fn postfix() -> Result<Target, String> {
     if let Some(why) = peer::unavailable_reason() {

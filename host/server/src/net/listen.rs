@@ -227,7 +227,15 @@ pub async fn serve_listener(
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().ok().or(listen_address).unwrap_or(peer);
         let id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("session", id, service = %service, peer = %peer);
+        // `account` is recorded by the protocol driver after a successful login, so every later
+        // line of the session names it.
+        let span = tracing::info_span!(
+            "session",
+            id,
+            service = %service,
+            peer = %peer,
+            account = tracing::field::Empty
+        );
         let session = Session {
             handler: Arc::clone(&handler),
             tcp,

@@ -262,7 +262,8 @@ impl Conversation {
                     blocking(move || policy.authenticate(mech, &who, &secret, &client)).await;
                 match answer {
                     Some(AuthAnswer::Accepted(account)) => {
-                        tracing::info!(account, "authenticated");
+                        tracing::Span::current().record("account", account.as_str());
+                        tracing::info!("authenticated");
                         self.client.authenticated = Some(account.clone());
                         self.session.authenticated(account);
                     }
