@@ -133,7 +133,11 @@ fn wasmail(filter: bool) -> Result<Target, String> {
     let running = std::sync::Mutex::new(Some((stop, thread)));
     let root = dir.path().join("accounts");
     let guard = RunningServer { running, _dir: dir };
-    println!("  wasmail data dir {}, filesystem {}", root.display(), filesystem_type(&root));
+    println!(
+        "  wasmail data dir {}, filesystem {}",
+        root.display(),
+        filesystem_type(&root)
+    );
     Ok(Target {
         name: if filter {
             "wasmail + filter-rules on DATA".to_owned()

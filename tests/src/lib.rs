@@ -4,6 +4,7 @@
 pub mod load;
 pub mod peer;
 pub mod server;
+pub mod smtp;
 
 use std::path::Path;
 use std::process::Command;

@@ -162,30 +162,17 @@ impl TestServer {
 
     /// The message files on disk under an account's directory (new/ and cur/ of every folder).
     pub fn message_files(&self, account: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let root = self
-            .data_dir()
-            .join("accounts")
-            .join(account.to_lowercase());
-        let mut dirs = vec![root];
-        while let Some(dir) = dirs.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path
-                    .parent()
-                    .and_then(Path::file_name)
-                    .is_some_and(|p| p == "new" || p == "cur")
-                {
-                    out.push(path);
-                }
-            }
-        }
-        out
+        message_files_under(
+            &self
+                .data_dir()
+                .join("accounts")
+                .join(account.to_lowercase()),
+        )
+    }
+
+    /// Every message file of every account (new/ and cur/ of every folder).
+    pub fn all_message_files(&self) -> Vec<PathBuf> {
+        message_files_under(&self.data_dir().join("accounts"))
     }
 
     /// Messages waiting in the outbound queue.
@@ -205,6 +192,27 @@ impl Drop for TestServer {
             let _ = thread.join();
         }
     }
+}
+
+/// The files in a `new/` or `cur/` directory anywhere below `root` (none if `root` is missing).
+fn message_files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .parent()
+                .and_then(Path::file_name)
+                .is_some_and(|p| p == "new" || p == "cur")
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// Strips the trace fields the server prepends (`Return-Path:`, `Received:` with its

@@ -1,230 +1,49 @@
 //! The real wasmail server (in-process, real sockets, temp data dir) driven by real SMTP clients:
 //! Python's `smtplib` for what mail clients do, and a raw `TcpStream` for byte-exact dialogues
 //! (pipelining, smuggling, over-long input). Every assertion is on what came back over the wire
-//! or what sits on disk.
+//! or what sits on disk. The clients and checks are in `wasmail_e2e::smtp`.
 //!
 //! No client socket can hang a test: the raw client has 10 s read/write timeouts and Python's
 //! `smtplib` gets `timeout=10`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::RefCell;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmail::Service;
 use wasmail::config::{ByteSize, Config};
+use wasmail_e2e::load::dot_stuff;
 use wasmail_e2e::python;
 use wasmail_e2e::server::{HOSTNAME, TestServer, without_trace};
+use wasmail_e2e::smtp::{
+    ALICE, ALICE_PW, AS_ALICE, BOB, CAROL, Client, ESMTPSA, SENDER, Send, assert_contains,
+    assert_still_serves, assert_trace, base64, has_line, has_word, header_of, inbox_is, mailbox_is,
+    only_message_is, out, received, sample_message, start, start_configured, with_users,
+};
 use wasmail_plugin::{Grants, PluginSpec, WasmSource};
 
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-const ALICE: &str = "alice@example.test";
-const BOB: &str = "bob@example.test";
-const CAROL: &str = "carol@example.test";
-const ALICE_PW: &str = "alice-Secret-pw1";
+/// How much the flood tests send without a line end.
+const FLOOD: usize = 100 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// A raw SMTP client: bytes in, replies out, every read and write bounded by [`TIMEOUT`].
-struct Smtp {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Smtp {
-    /// Connects and reads the greeting (which must be 220).
-    fn connect(addr: SocketAddr) -> Smtp {
-        let mut s = Smtp::connect_raw(addr);
-        let greeting = s.reply();
-        assert!(
-            greeting.starts_with(&format!("220 {HOSTNAME} ")),
-            "greeting: {greeting:?}"
-        );
-        s
-    }
-
-    fn connect_raw(addr: SocketAddr) -> Smtp {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        Smtp {
-            stream,
-            pending: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write failed ({e}); unread: {:?}", self.lossy()));
-    }
-
-    fn lossy(&self) -> String {
-        String::from_utf8_lossy(&self.pending).into_owned()
-    }
-
-    /// Reads one complete (possibly multi-line) reply, CRLFs included.
-    fn reply(&mut self) -> String {
-        loop {
-            if let Some(end) = complete_reply(&self.pending) {
-                let reply: Vec<u8> = self.pending.drain(..end).collect();
-                return String::from_utf8(reply).expect("reply is UTF-8");
-            }
-            let mut buf = [0u8; 64 * 1024];
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!(
-                    "connection closed before a complete reply; got {:?}",
-                    self.lossy()
-                ),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    panic!(
-                        "no complete reply within {TIMEOUT:?} (server hung?); got {:?}",
-                        self.lossy()
-                    )
-                }
-                Err(e) => panic!("read failed: {e}; got {:?}", self.lossy()),
-            }
-        }
-    }
-
-    /// `n` replies in order.
-    fn replies(&mut self, n: usize) -> Vec<String> {
-        (0..n).map(|_| self.reply()).collect()
-    }
-
-    /// Sends a command line (CRLF appended) and reads its reply.
-    fn cmd(&mut self, line: &str) -> String {
-        self.send(format!("{line}\r\n").as_bytes());
-        self.reply()
-    }
-
-    /// Sends a command and checks the reply starts with `expected` (e.g. `"250 2.1.0"`).
-    fn ok(&mut self, line: &str, expected: &str) -> String {
-        let r = self.cmd(line);
-        assert!(
-            r.starts_with(expected),
-            "{line:?}: expected {expected:?}, got {r:?}"
-        );
-        r
-    }
-
-    fn ehlo(&mut self) -> String {
-        let r = self.cmd("EHLO client.example");
-        assert!(r.starts_with(&format!("250-{HOSTNAME}\r\n")), "EHLO: {r:?}");
-        r
-    }
-
-    /// AUTH PLAIN with an initial response; returns the reply.
-    fn auth_plain(&mut self, user: &str, password: &str) -> String {
-        let token = base64(format!("\0{user}\0{password}").as_bytes());
-        self.cmd(&format!("AUTH PLAIN {token}"))
-    }
-
-    /// DATA with `message` (already dot-stuffed, ending in CRLF); returns the final reply.
-    fn data(&mut self, message: &[u8]) -> String {
-        self.ok("DATA", "354 ");
-        self.send(message);
-        self.send(b".\r\n");
-        self.reply()
-    }
-
-    /// Reads until the server closes (or errors); returns what arrived. Bounded by [`TIMEOUT`].
-    fn read_until_closed(&mut self) -> (Vec<u8>, &'static str) {
-        let mut out = std::mem::take(&mut self.pending);
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return (out, "closed"),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return (out, "timeout");
-                }
-                Err(_) => return (out, "reset"),
-            }
-        }
-    }
-}
-
-/// The end offset of the first complete reply in `buf`, if there is one.
-fn complete_reply(buf: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
-        let line = &buf[start..start + nl + 1];
-        assert!(
-            line.len() >= 5
-                && line[..3].iter().all(u8::is_ascii_digit)
-                && (line[3] == b' ' || line[3] == b'-' || line[3] == b'\r'),
-            "malformed reply line {:?}",
-            String::from_utf8_lossy(line)
-        );
-        assert!(line.ends_with(b"\r\n"), "reply line without CRLF: {line:?}");
-        start += nl + 1;
-        if line[3] != b'-' {
-            return Some(start);
-        }
-    }
-    None
-}
-
-fn base64(input: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A server with alice, bob and carol.
-fn server_with_users(server: TestServer) -> TestServer {
-    server.add_user(ALICE, ALICE_PW);
-    server.add_user(BOB, "bob-Secret-pw2");
-    server.add_user(CAROL, "carol-Secret-pw3");
-    server
-}
-
-fn start() -> TestServer {
-    server_with_users(TestServer::start())
-}
-
 /// A server whose plugin chain is the built-in defaults followed by `extra`.
-fn start_with_filters(
-    configure: impl FnOnce(&mut Config),
-    extra: impl FnOnce() -> Vec<PluginSpec>,
-) -> TestServer {
+fn start_with_filters(extra: Vec<PluginSpec>) -> TestServer {
     let seen: RefCell<Option<Config>> = RefCell::new(None);
     let server = TestServer::start_with(
-        |c| {
-            configure(c);
-            *seen.borrow_mut() = Some(c.clone());
-        },
+        |c| *seen.borrow_mut() = Some(c.clone()),
         |b| {
             let config = seen.borrow().clone().expect("configure ran first");
             let mut specs = wasmail::plugins::default_specs(&config);
-            specs.extend(extra());
+            specs.extend(extra);
             b.plugins(specs)
         },
     );
-    server_with_users(server)
+    with_users(server)
 }
 
 /// A test guest as a filter plugin (config and log granted, defaults otherwise).
@@ -238,238 +57,33 @@ fn guest_filter(name: &str, wasm: &'static [u8]) -> PluginSpec {
     spec
 }
 
-/// A message whose body has lines that need dot-stuffing, leading/trailing spaces and an empty
-/// line: what arrives must be exactly this.
-fn sample_message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: Sender <sender@remote.example>\r\n\
-         To: alice@example.test\r\n\
-         Subject: {subject}\r\n\
-         Message-ID: <{}@remote.example>\r\n\
-         \r\n\
-         first line\r\n\
-         .starts with a dot\r\n\
-         ..starts with two dots\r\n\
-         .\r\n\
-         \x20leading space and trailing spaces   \r\n\
-         \r\n\
-         last line\r\n",
-        subject.replace(' ', "-")
-    )
-    .into_bytes()
-}
-
-/// Dot-stuffs a CRLF message for DATA (RFC 5321 4.5.2).
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 16);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    out
-}
-
-/// The one message in an account's INBOX; also checks it sits in new/ or cur/ of the account,
-/// byte for byte.
-fn only_message(server: &TestServer, account: &str) -> Vec<u8> {
-    let messages = server.messages(account, "INBOX");
-    assert_eq!(messages.len(), 1, "{account}: messages in INBOX");
-    let files = server.message_files(account);
-    assert_eq!(files.len(), 1, "{account}: message files {files:?}");
-    let file = &files[0];
-    let subdir = file.parent().unwrap().file_name().unwrap();
-    assert!(subdir == "new" || subdir == "cur", "{file:?}");
-    let account_dir = server
-        .data_dir()
-        .join("accounts")
-        .join(account.to_lowercase());
-    assert_eq!(
-        file.parent().unwrap().parent().unwrap(),
-        account_dir,
-        "the file is in the account's own Maildir (INBOX)"
-    );
-    assert_eq!(
-        std::fs::read(file).unwrap(),
-        messages[0],
-        "the file on disk is the message"
-    );
-    messages.into_iter().next().unwrap()
-}
-
-/// The header block of a stored message (up to the empty line).
-fn header_of(message: &[u8]) -> String {
-    let end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |i| i + 2);
-    String::from_utf8_lossy(&message[..end]).into_owned()
-}
-
-/// The first `Received:` field of a stored message, unfolded.
-fn received(message: &[u8]) -> String {
-    let header = header_of(message);
-    let start = header.find("Received: ").expect("a Received: field");
-    let mut field = String::new();
-    for (i, line) in header[start..].split("\r\n").enumerate() {
-        if i > 0 && !line.starts_with([' ', '\t']) {
-            break;
-        }
-        field.push_str(line.trim_start());
-        field.push(' ');
-    }
-    field
-}
-
-/// Every message file under the data dir's accounts (any account, any folder).
-fn all_message_files(server: &TestServer) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dirs = vec![server.data_dir().join("accounts")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path
-                .parent()
-                .and_then(Path::file_name)
-                .is_some_and(|p| p == "new" || p == "cur")
-            {
-                out.push(path);
-            }
-        }
-    }
-    out
-}
-
-/// The generic smtplib client: prints `key value...` lines.
-/// argv: mode (plain|starttls|ssl) host port cert user password mech sender rcpts(comma) file
-/// mail-options(comma)
-const PY_SEND: &str = r#"
-import smtplib, ssl, sys
-mode, host, port, cert, user, password, mech, sender, rcpts, path, opts = sys.argv[1:12]
-msg = open(path, 'rb').read()
-ctx = ssl.create_default_context(cafile=cert)
-if host != '127.0.0.1':
-    # The self-signed certificate names the host name, localhost and the loopback addresses;
-    # the chain is still verified against it (CERT_REQUIRED).
-    ctx.check_hostname = False
-if mode == 'ssl':
-    s = smtplib.SMTP_SSL(host, int(port), local_hostname='client.example', timeout=10, context=ctx)
-    print('cipher', s.sock.version(), s.sock.cipher()[0])
-else:
-    s = smtplib.SMTP(host, int(port), local_hostname='client.example', timeout=10)
-s.ehlo()
-print('esmtp-before', ' '.join(sorted(s.esmtp_features)))
-if mode == 'starttls':
-    code, text = s.starttls(context=ctx)
-    print('starttls', code, text.decode())
-    print('cipher', s.sock.version(), s.sock.cipher()[0])
-    s.ehlo()
-print('esmtp', ' '.join(sorted(s.esmtp_features)))
-try:
-    if user != '-':
-        s.user, s.password = user, password
-        if mech == 'PLAIN':
-            code, text = s.auth('PLAIN', s.auth_plain)
-        elif mech == 'LOGIN':
-            code, text = s.auth('LOGIN', s.auth_login, initial_response_ok=False)
-        else:
-            code, text = s.login(user, password)
-        print('auth', code, text.decode())
-    options = [o for o in opts.split(',') if o]
-    refused = s.sendmail(sender, rcpts.split(','), msg, mail_options=options)
-    for r, (c, t) in refused.items():
-        print('refused', r, c, t.decode())
-    print('sent')
-except smtplib.SMTPRecipientsRefused as e:
-    for r, (c, t) in e.recipients.items():
-        print('refused', r, c, t.decode())
-except smtplib.SMTPResponseException as e:
-    print('error', e.smtp_code, e.smtp_error.decode())
-print('quit', s.quit()[0])
-"#;
-
-/// One smtplib run (see [`PY_SEND`]).
-struct Send<'a> {
-    mode: &'a str,
-    host: IpAddr,
-    port: u16,
-    auth: Option<(&'a str, &'a str, &'a str)>,
-    sender: &'a str,
-    rcpts: &'a [&'a str],
-    message: &'a [u8],
-    options: &'a str,
-}
-
-impl<'a> Send<'a> {
-    fn new(server: &TestServer, service: Service, message: &'a [u8]) -> Send<'a> {
-        let addr = server.addr(service);
-        Send {
-            mode: if service == Service::Submissions {
-                "ssl"
-            } else {
-                "plain"
-            },
-            host: addr.ip(),
-            port: addr.port(),
-            auth: None,
-            sender: "sender@remote.example",
-            rcpts: &[ALICE],
-            message,
-            options: "",
-        }
-    }
-
-    fn run(&self, server: &TestServer) -> String {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), self.message).unwrap();
-        let port = self.port.to_string();
-        let host = self.host.to_string();
-        let cert = server.certificate();
-        let (user, password, mech) = self.auth.unwrap_or(("-", "-", "-"));
-        let rcpts = self.rcpts.join(",");
-        let args: Vec<&Path> = [
-            self.mode,
-            &host,
-            &port,
-            cert.to_str().unwrap(),
-            user,
-            password,
-            mech,
-            self.sender,
-            &rcpts,
-            file.path().to_str().unwrap(),
-            self.options,
-        ]
-        .into_iter()
-        .map(Path::new)
-        .collect();
-        python(PY_SEND, &args).unwrap_or_else(|e| panic!("smtplib: {e}"))
-    }
-}
-
-/// The value of the first output line starting with `key ` (panics if absent).
-fn out<'o>(output: &'o str, key: &str) -> &'o str {
-    output
-        .lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {key:?} line in smtplib output:\n{output}"))
-}
-
-fn has_line(output: &str, line: &str) -> bool {
-    output.lines().any(|l| l == line)
-}
-
 /// A local IPv4 address that is not loopback (the UDP-connect trick: no packet is sent).
 fn non_loopback_ipv4() -> Option<IpAddr> {
     let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
     socket.connect("192.0.2.1:9").ok()?;
     let ip = socket.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Alice submits one sample message per `(mech, subject)` to bob through `service` with smtplib
+/// (TLS, then AUTH with `mech`). Checks each run and what bob got: every message byte-exact, in
+/// order, with alice's authenticated trace; `check` gets each run's output and the `Received:`
+/// field of its message.
+fn alice_submits_to_bob(service: Service, runs: &[(&str, &str)], check: impl Fn(&str, &str)) {
+    let server = start();
+    let mut expected = Vec::new();
+    for &(mech, subject) in runs {
+        let message = sample_message(subject);
+        let output = Send::alice_to_bob(&server, service, &message, mech).sent();
+        assert!(
+            out(&output, "auth").starts_with("235 2.7.0"),
+            "{mech}: {output}"
+        );
+        expected.push(message);
+        let stored = inbox_is(&server, BOB, &expected);
+        let rcvd = assert_trace(&stored[stored.len() - 1], ALICE, &[ESMTPSA, AS_ALICE]);
+        check(&output, &rcvd);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -479,35 +93,30 @@ fn non_loopback_ipv4() -> Option<IpAddr> {
 fn smtplib_plain_delivery_is_byte_exact_with_trace_fields() {
     let server = start();
     let message = sample_message("plain delivery");
-    let output = Send::new(&server, Service::Smtp, &message).run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
+    let output = Send::new(&server, Service::Smtp, &message).sent();
     assert_eq!(out(&output, "quit"), "221");
-    let esmtp = out(&output, "esmtp");
     for ext in ["pipelining", "8bitmime", "smtputf8", "starttls", "size"] {
-        assert!(esmtp.split(' ').any(|e| e == ext), "{ext} in {esmtp}");
+        assert!(has_word(&output, "esmtp", ext), "{ext}: {output}");
     }
     assert!(
-        !esmtp.split(' ').any(|e| e == "auth"),
-        "no AUTH on port 25: {esmtp}"
+        !has_word(&output, "esmtp", "auth"),
+        "no AUTH on port 25: {output}"
     );
 
-    let stored = only_message(&server, ALICE);
-    assert_eq!(
-        String::from_utf8_lossy(without_trace(&stored)),
-        String::from_utf8_lossy(&message)
-    );
-    assert_eq!(without_trace(&stored), &message[..]);
+    let stored = only_message_is(&server, ALICE, &message);
     assert!(
         stored.starts_with(b"Return-Path: <sender@remote.example>\r\nReceived: from client.example ([127.0.0.1] port "),
         "{}",
         header_of(&stored)
     );
     let rcvd = received(&stored);
-    assert!(
-        rcvd.contains(&format!("by {HOSTNAME} (wasmail) with ESMTP id ")),
-        "{rcvd}"
+    assert_contains(
+        &rcvd,
+        &[
+            &format!("by {HOSTNAME} (wasmail) with ESMTP id "),
+            "for <alice@example.test>;",
+        ],
     );
-    assert!(rcvd.contains("for <alice@example.test>;"), "{rcvd}");
     assert!(!rcvd.contains("using"), "no TLS: {rcvd}");
     assert!(!rcvd.contains("authenticated"), "{rcvd}");
 }
@@ -518,67 +127,32 @@ fn smtplib_starttls_on_port_25_records_tls_in_received() {
     let message = sample_message("starttls");
     let mut send = Send::new(&server, Service::Smtp, &message);
     send.mode = "starttls";
-    let output = send.run(&server);
+    let output = send.sent();
     assert!(
         out(&output, "starttls").starts_with("220 2.0.0"),
         "{output}"
     );
-    assert!(has_line(&output, "sent"), "{output}");
     let (version, cipher) = out(&output, "cipher").split_once(' ').unwrap();
     assert!(
         !out(&output, "esmtp").contains("starttls"),
         "STARTTLS not offered again: {output}"
     );
 
-    let stored = only_message(&server, ALICE);
-    assert_eq!(without_trace(&stored), &message[..]);
-    let rcvd = received(&stored);
-    assert!(rcvd.contains(" with ESMTPS id "), "{rcvd}");
+    let stored = only_message_is(&server, ALICE, &message);
     // Python names TLS 1.3 `TLSv1.3` and the cipher `TLS_AES_256_GCM_SHA384`; rustls says
     // `TLS13_AES_256_GCM_SHA384`.
-    assert!(
-        rcvd.contains(&format!("(using {version} with cipher ")),
-        "{rcvd}"
-    );
+    let using = format!("(using {version} with cipher ");
     let suite = cipher.trim_start_matches("TLS_");
-    assert!(rcvd.contains(suite), "{suite} in {rcvd}");
-    assert!(stored.starts_with(b"Return-Path: <sender@remote.example>\r\n"));
+    assert_trace(&stored, SENDER, &[" with ESMTPS id ", &using, suite]);
 }
 
 #[test]
 fn smtplib_submission_starttls_auth_plain_and_login() {
-    let server = start();
-    for (mech, subject) in [("PLAIN", "auth plain"), ("LOGIN", "auth login")] {
-        let message = sample_message(subject);
-        let mut send = Send::new(&server, Service::Submission, &message);
-        send.mode = "starttls";
-        send.sender = ALICE;
-        send.rcpts = &[BOB];
-        send.auth = Some((ALICE, ALICE_PW, mech));
-        let output = send.run(&server);
-        assert!(
-            out(&output, "auth").starts_with("235 2.7.0"),
-            "{mech}: {output}"
-        );
-        assert!(has_line(&output, "sent"), "{mech}: {output}");
-        assert!(
-            out(&output, "esmtp").split(' ').any(|e| e == "auth"),
-            "{output}"
-        );
-    }
-    let stored = server.messages(BOB, "INBOX");
-    assert_eq!(stored.len(), 2);
-    for (m, subject) in stored.iter().zip(["auth plain", "auth login"]) {
-        assert_eq!(without_trace(m), &sample_message(subject)[..]);
-        assert!(m.starts_with(b"Return-Path: <alice@example.test>\r\n"));
-        let rcvd = received(m);
-        assert!(rcvd.contains(" with ESMTPSA id "), "{rcvd}");
-        assert!(rcvd.contains("(using TLSv1."), "{rcvd}");
-        assert!(
-            rcvd.contains("(authenticated as alice@example.test)"),
-            "{rcvd}"
-        );
-    }
+    let runs = [("PLAIN", "auth plain"), ("LOGIN", "auth login")];
+    alice_submits_to_bob(Service::Submission, &runs, |output, rcvd| {
+        assert!(has_word(output, "esmtp", "auth"), "{output}");
+        assert_contains(rcvd, &["(using TLSv1."]);
+    });
 }
 
 #[test]
@@ -588,57 +162,27 @@ fn smtplib_submission_requires_auth() {
     let mut send = Send::new(&server, Service::Submission, &message);
     send.mode = "starttls";
     send.rcpts = &[BOB];
-    let output = send.run(&server);
-    let error = out(&output, "error");
-    assert!(error.starts_with("530 5.7.0"), "{output}");
+    let output = send.run();
+    assert!(out(&output, "error").starts_with("530 5.7.0"), "{output}");
     assert!(server.messages(BOB, "INBOX").is_empty());
 }
 
 #[test]
 fn smtplib_submissions_implicit_tls_auth_plain_and_login() {
-    let server = start();
     // `login()` picks PLAIN (the first of smtplib's preferences the server offers); LOGIN is
     // driven through its challenges.
     let runs = [
         ("login()", "implicit tls plain"),
         ("LOGIN", "implicit tls login"),
     ];
-    let mut version = String::new();
-    for (mech, subject) in runs {
-        let message = sample_message(subject);
-        let mut send = Send::new(&server, Service::Submissions, &message);
-        send.sender = ALICE;
-        send.rcpts = &[BOB];
-        send.auth = Some((ALICE, ALICE_PW, mech));
-        let output = send.run(&server);
-        assert!(out(&output, "auth").starts_with("235 2.7.0"), "{output}");
-        assert!(has_line(&output, "sent"), "{output}");
+    alice_submits_to_bob(Service::Submissions, &runs, |output, rcvd| {
         assert!(
-            !out(&output, "esmtp").contains("starttls"),
+            !out(output, "esmtp").contains("starttls"),
             "no STARTTLS inside TLS: {output}"
         );
-        out(&output, "cipher")
-            .split(' ')
-            .next()
-            .unwrap()
-            .clone_into(&mut version);
-    }
-    let stored = server.messages(BOB, "INBOX");
-    assert_eq!(stored.len(), 2);
-    for (m, (_, subject)) in stored.iter().zip(runs) {
-        assert_eq!(without_trace(m), &sample_message(subject)[..]);
-        let rcvd = received(m);
-        assert!(rcvd.contains(" with ESMTPSA id "), "{rcvd}");
-        assert!(
-            rcvd.contains(&format!("(using {version} with cipher ")),
-            "{rcvd}"
-        );
-        assert!(
-            rcvd.contains("(authenticated as alice@example.test)"),
-            "{rcvd}"
-        );
-        assert!(m.starts_with(b"Return-Path: <alice@example.test>\r\n"));
-    }
+        let version = out(output, "cipher").split(' ').next().unwrap();
+        assert_contains(rcvd, &[&format!("(using {version} with cipher ")]);
+    });
 }
 
 /// Commands pipelined after STARTTLS in plaintext are discarded, not run inside TLS
@@ -681,15 +225,16 @@ fn commands_pipelined_after_starttls_are_discarded() {
     let cert = server.certificate();
     let output =
         python(PY_STARTTLS_INJECTION, &[Path::new(&port), &cert]).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out(&output, "starttls").starts_with("'220 2.0.0 "),
-        "{output}"
-    );
-    // Nothing from before TLS counts: no HELO yet, and no MAIL was run.
-    assert!(out(&output, "rcpt").starts_with("'503 5.5.1 "), "{output}");
-    assert!(out(&output, "ehlo").starts_with("'250-"), "{output}");
-    assert!(out(&output, "rcpt2").starts_with("'503 5.5.1 "), "{output}");
-    assert!(out(&output, "quit").starts_with("'221 2.0.0"), "{output}");
+    // Nothing from before TLS counts: no HELO yet (`rcpt`), and no MAIL was run (`rcpt2`).
+    for (key, want) in [
+        ("starttls", "'220 2.0.0 "),
+        ("rcpt", "'503 5.5.1 "),
+        ("ehlo", "'250-"),
+        ("rcpt2", "'503 5.5.1 "),
+        ("quit", "'221 2.0.0"),
+    ] {
+        assert!(out(&output, key).starts_with(want), "{key}: {output}");
+    }
 }
 
 #[test]
@@ -699,22 +244,20 @@ fn wrong_password_gets_535_and_the_session_goes_on() {
     let message = sample_message("wrong password");
     let mut send = Send::new(&server, Service::Submissions, &message);
     send.auth = Some((ALICE, "not-the-password", "PLAIN"));
-    let output = send.run(&server);
+    let output = send.run();
     assert!(out(&output, "error").starts_with("535 5.7.8"), "{output}");
     assert!(!has_line(&output, "sent"));
 
-    // Raw: wrong, then right on the same connection.
-    let mut c = Smtp::connect(server.addr(Service::Submission));
-    c.ehlo();
-    let r = c.auth_plain(ALICE, "wrong");
-    assert!(r.starts_with("535 5.7.8 "), "{r:?}");
-    let r = c.auth_plain("nobody@example.test", "whatever");
-    assert!(
-        r.starts_with("535 5.7.8 "),
-        "unknown user, same answer: {r:?}"
-    );
-    let r = c.auth_plain(ALICE, ALICE_PW);
-    assert!(r.starts_with("235 2.7.0 "), "{r:?}");
+    // Raw: wrong, then an unknown user (the same answer), then right on the same connection.
+    let mut c = Client::ehlo_to(&server, Service::Submission);
+    for (user, password, want) in [
+        (ALICE, "wrong", "535 5.7.8 "),
+        ("nobody@example.test", "whatever", "535 5.7.8 "),
+        (ALICE, ALICE_PW, "235 2.7.0 "),
+    ] {
+        let r = c.auth_plain(user, password);
+        assert!(r.starts_with(want), "{user}: {r:?}");
+    }
     c.ok("QUIT", "221 2.0.0");
     assert!(server.messages(ALICE, "INBOX").is_empty());
 }
@@ -726,8 +269,7 @@ fn wrong_password_gets_535_and_the_session_goes_on() {
 fn smtputf8_address_is_delivered() {
     let server = start();
     const UTF8_USER: &str = "jösé@example.test";
-    let utf8_user = UTF8_USER;
-    server.add_user(utf8_user, "jose-Secret-pw4");
+    server.add_user(UTF8_USER, "jose-Secret-pw4");
     let message = "From: Jörg <jörg@remote.example>\r\nTo: jösé@example.test\r\nSubject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n\r\nGrüße aus Köln.\r\n"
         .as_bytes()
         .to_vec();
@@ -735,44 +277,32 @@ fn smtputf8_address_is_delivered() {
     send.sender = "jörg@remote.example";
     send.rcpts = &[UTF8_USER];
     send.options = "SMTPUTF8,BODY=8BITMIME";
-    let output = send.run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
+    send.sent();
 
-    let stored = only_message(&server, utf8_user);
-    assert_eq!(without_trace(&stored), &message[..]);
-    assert!(
-        stored.starts_with("Return-Path: <jörg@remote.example>\r\n".as_bytes()),
-        "{}",
-        header_of(&stored)
+    let stored = only_message_is(&server, UTF8_USER, &message);
+    assert_trace(
+        &stored,
+        "jörg@remote.example",
+        &[" with UTF8SMTP id ", "for <jösé@example.test>"],
     );
-    let rcvd = received(&stored);
-    assert!(rcvd.contains(" with UTF8SMTP id "), "{rcvd}");
-    assert!(rcvd.contains("for <jösé@example.test>"), "{rcvd}");
 }
 
 #[test]
 fn utf8_address_without_smtputf8_is_refused_553() {
     let server = start();
     server.add_user("jösé@example.test", "jose-Secret-pw4");
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    let r = c.cmd("MAIL FROM:<jörg@remote.example>");
-    assert!(r.starts_with("553 5.6.7 "), "{r:?}");
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
+    c.ok("MAIL FROM:<jörg@remote.example>", "553 5.6.7 ");
     c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    let r = c.cmd("RCPT TO:<jösé@example.test>");
-    assert!(r.starts_with("553 5.6.7 "), "{r:?}");
+    c.ok("RCPT TO:<jösé@example.test>", "553 5.6.7 ");
     c.ok("RSET", "250 2.0.0");
     // The same addresses with SMTPUTF8 work on the same connection.
     c.ok("MAIL FROM:<jörg@remote.example> SMTPUTF8", "250 2.1.0");
     c.ok("RCPT TO:<jösé@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: ok\r\n\r\nnow with SMTPUTF8\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let message = b"Subject: ok\r\n\r\nnow with SMTPUTF8\r\n";
+    c.data(message, "250 2.0.0 ");
     c.ok("QUIT", "221");
-    let stored = only_message(&server, "jösé@example.test");
-    assert_eq!(
-        without_trace(&stored),
-        b"Subject: ok\r\n\r\nnow with SMTPUTF8\r\n"
-    );
+    only_message_is(&server, "jösé@example.test", message);
 }
 
 #[test]
@@ -787,10 +317,8 @@ fn eight_bit_body_is_stored_byte_exact() {
     message.extend_from_slice("café naïve — ünïcödé\r\n".as_bytes());
     let mut send = Send::new(&server, Service::Smtp, &message);
     send.options = "BODY=8BITMIME";
-    let output = send.run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
-    let stored = only_message(&server, ALICE);
-    assert_eq!(without_trace(&stored), &message[..]);
+    send.sent();
+    only_message_is(&server, ALICE, &message);
 }
 
 /// A MIME message with a base64 attachment of `size` deterministic pseudo-random octets.
@@ -819,44 +347,37 @@ fn ten_megabyte_attachment_is_delivered_intact() {
     let server = start();
     let message = message_with_attachment(10 * 1024 * 1024);
     assert!(message.len() > 13_000_000);
-    let output = Send::new(&server, Service::Smtp, &message).run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
-    let stored = only_message(&server, ALICE);
-    assert!(without_trace(&stored) == &message[..], "content differs");
+    Send::new(&server, Service::Smtp, &message).sent();
+    only_message_is(&server, ALICE, &message);
 }
 
 #[test]
 fn oversize_message_gets_552_and_the_session_goes_on() {
-    let server = server_with_users(TestServer::start_with(
-        |c| c.limits.max_message_size = ByteSize::kib(64),
-        |b| b,
-    ));
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
+    let server = start_configured(|c| c.limits.max_message_size = ByteSize::kib(64));
+    let mut c = Client::connect(server.addr(Service::Smtp));
     let ehlo = c.ehlo();
     assert!(ehlo.contains("250-SIZE 65536\r\n"), "{ehlo:?}");
     // Announced too big: refused at MAIL.
-    let r = c.cmd("MAIL FROM:<sender@remote.example> SIZE=100000");
-    assert!(r.starts_with("552 5.3.4 "), "{r:?}");
+    c.ok(
+        "MAIL FROM:<sender@remote.example> SIZE=100000",
+        "552 5.3.4 ",
+    );
     // Not announced: refused after the data.
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
     let mut big = b"Subject: big\r\n\r\n".to_vec();
     for _ in 0..1000 {
         big.extend_from_slice(&[b'x'; 98]);
         big.extend_from_slice(b"\r\n");
     }
-    let r = c.data(&big);
-    assert!(r.starts_with("552 5.3.4 "), "{r:?}");
+    c.transaction(SENDER, ALICE, &big, "552 5.3.4 ");
     assert!(server.messages(ALICE, "INBOX").is_empty());
     // The session goes on: a small message is delivered.
     c.ok("NOOP", "250 2.0.0");
     c.ok("MAIL FROM:<sender@remote.example> SIZE=100", "250 2.1.0");
     c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: small\r\n\r\nfits\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let small = b"Subject: small\r\n\r\nfits\r\n";
+    c.data(small, "250 2.0.0 ");
     c.ok("QUIT", "221");
-    let stored = only_message(&server, ALICE);
-    assert_eq!(without_trace(&stored), b"Subject: small\r\n\r\nfits\r\n");
+    only_message_is(&server, ALICE, small);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,7 +386,7 @@ fn oversize_message_gets_552_and_the_session_goes_on() {
 #[test]
 fn pipelined_transactions_get_every_reply_in_order() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
+    let mut c = Client::connect(server.addr(Service::Smtp));
     let ehlo = c.ehlo();
     assert!(ehlo.contains("250-PIPELINING\r\n"), "{ehlo:?}");
     assert!(ehlo.contains("CHUNKING"), "{ehlo:?}");
@@ -878,15 +399,10 @@ fn pipelined_transactions_get_every_reply_in_order() {
           RCPT TO:<bob@example.test>\r\n\
           DATA\r\n",
     );
-    let r = c.replies(5);
-    assert!(r[0].starts_with("250 2.1.0"), "{r:?}");
-    assert!(r[1].starts_with("250 2.1.5"), "{r:?}");
-    assert!(r[2].starts_with("550 5.1.1 "), "{r:?}");
-    assert!(r[3].starts_with("250 2.1.5"), "{r:?}");
-    assert!(r[4].starts_with("354 "), "{r:?}");
+    c.replies(&["250 2.1.0", "250 2.1.5", "550 5.1.1 ", "250 2.1.5", "354 "]);
 
     // Group 2 (content may open a group, RFC 2920 3.1): message 1, then transaction 2's
-    // commands up to DATA.
+    // commands up to DATA; the relay recipient is refused (550 5.7.1).
     let m1 = sample_message("pipelined one");
     let mut group = dot_stuff(&m1);
     group.extend_from_slice(
@@ -897,12 +413,13 @@ fn pipelined_transactions_get_every_reply_in_order() {
           DATA\r\n",
     );
     c.send(&group);
-    let r = c.replies(5);
-    assert!(r[0].starts_with("250 2.0.0 Ok: queued as "), "{r:?}");
-    assert!(r[1].starts_with("250 2.1.0"), "{r:?}");
-    assert!(r[2].starts_with("250 2.1.5"), "{r:?}");
-    assert!(r[3].starts_with("550 5.7.1 "), "relay refused: {r:?}");
-    assert!(r[4].starts_with("354 "), "{r:?}");
+    c.replies(&[
+        "250 2.0.0 Ok: queued as ",
+        "250 2.1.0",
+        "250 2.1.5",
+        "550 5.7.1 ",
+        "354 ",
+    ]);
 
     // Group 3: message 2, then two whole BDAT transactions (RFC 3030) and QUIT, one write.
     let m2 = sample_message("pipelined two");
@@ -922,8 +439,7 @@ fn pipelined_transactions_get_every_reply_in_order() {
     group.extend_from_slice(b);
     group.extend_from_slice(b"QUIT\r\n");
     c.send(&group);
-    let r = c.replies(9);
-    let expected = [
+    c.replies(&[
         "250 2.0.0 Ok: queued as ",
         "250 2.1.0",
         "250 2.1.5",
@@ -933,33 +449,15 @@ fn pipelined_transactions_get_every_reply_in_order() {
         "250 2.0.0 10 octets received",
         "250 2.0.0 Ok: queued as ",
         "221 2.0.0",
-    ];
-    for (reply, want) in r.iter().zip(expected) {
-        assert!(
-            reply.starts_with(want),
-            "expected {want:?}: all replies {r:?}"
-        );
-    }
+    ]);
     let (rest, how) = c.read_until_closed();
     assert!(rest.is_empty(), "nothing after 221: {rest:?}");
     assert_eq!(how, "closed");
 
-    let alice = server.messages(ALICE, "INBOX");
-    assert_eq!(alice.len(), 2);
-    assert_eq!(without_trace(&alice[0]), &m1[..]);
-    assert_eq!(without_trace(&alice[1]), &m3[..]);
-    let bob = server.messages(BOB, "INBOX");
-    assert_eq!(bob.len(), 2);
-    assert_eq!(without_trace(&bob[0]), &m1[..]);
-    assert_eq!(without_trace(&bob[1]), &m4[..]);
-    let carol = server.messages(CAROL, "INBOX");
-    assert_eq!(carol.len(), 1);
-    assert_eq!(without_trace(&carol[0]), &m2[..]);
-    assert!(
-        received(&carol[0]).contains(" with ESMTP id "),
-        "{}",
-        received(&carol[0])
-    );
+    inbox_is(&server, ALICE, &[&m1, &m3]);
+    inbox_is(&server, BOB, &[&m1, &m4]);
+    let carol = inbox_is(&server, CAROL, &[&m2]);
+    assert_contains(&received(&carol[0]), &[" with ESMTP id "]);
 }
 
 #[test]
@@ -968,12 +466,9 @@ fn three_local_recipients_get_one_copy_each() {
     let message = sample_message("three recipients");
     let mut send = Send::new(&server, Service::Smtp, &message);
     send.rcpts = &[ALICE, BOB, CAROL];
-    let output = send.run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
+    send.sent();
     for account in [ALICE, BOB, CAROL] {
-        let stored = only_message(&server, account);
-        assert_eq!(without_trace(&stored), &message[..], "{account}");
-        let rcvd = received(&stored);
+        let rcvd = received(&only_message_is(&server, account, &message));
         assert!(!rcvd.contains(" for <"), "no recipient named: {rcvd}");
     }
 }
@@ -983,92 +478,73 @@ fn unknown_local_user_gets_550_5_1_1() {
     let server = start();
     let message = sample_message("unknown user");
     let mut send = Send::new(&server, Service::Smtp, &message);
-    send.rcpts = &["nobody@example.test"];
-    let output = send.run(&server);
-    assert!(
-        out(&output, "refused").starts_with("nobody@example.test 550 5.1.1 "),
-        "{output}"
-    );
-    assert!(all_message_files(&server).is_empty());
-    // Mixed: the known recipient still gets it.
-    send.rcpts = &["nobody@example.test", ALICE];
-    let output = send.run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
-    assert!(
-        out(&output, "refused").starts_with("nobody@example.test 550 5.1.1 "),
-        "{output}"
-    );
-    assert_eq!(without_trace(&only_message(&server, ALICE)), &message[..]);
+    // Alone, then mixed: the known recipient still gets it.
+    for rcpts in [
+        &["nobody@example.test"][..],
+        &["nobody@example.test", ALICE],
+    ] {
+        send.rcpts = rcpts;
+        let output = send.run();
+        assert!(
+            out(&output, "refused").starts_with("nobody@example.test 550 5.1.1 "),
+            "{output}"
+        );
+        assert_eq!(has_line(&output, "sent"), rcpts.len() > 1, "{output}");
+        if rcpts.len() == 1 {
+            assert!(server.all_message_files().is_empty());
+        }
+    }
+    only_message_is(&server, ALICE, &message);
 }
 
 #[test]
 fn relay_without_auth_is_denied_550_5_7_1() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
     c.ok("MAIL FROM:<alice@example.test>", "250 2.1.0");
-    let r = c.cmd("RCPT TO:<someone@elsewhere.example>");
-    assert!(r.starts_with("550 5.7.1 "), "{r:?}");
-    let r = c.cmd("DATA");
-    assert!(r.starts_with("554 5.5.1 "), "{r:?}");
+    c.ok("RCPT TO:<someone@elsewhere.example>", "550 5.7.1 ");
+    c.ok("DATA", "554 5.5.1 ");
     c.ok("QUIT", "221");
     assert!(server.queued().is_empty(), "{:?}", server.queued());
-    assert!(all_message_files(&server).is_empty());
+    assert!(server.all_message_files().is_empty());
 }
 
 #[test]
 fn relay_with_auth_is_queued_not_delivered_locally() {
     let server = start();
     let message = sample_message("relay me");
-    let mut send = Send::new(&server, Service::Submission, &message);
-    send.mode = "starttls";
-    send.sender = ALICE;
+    let mut send = Send::alice_to_bob(&server, Service::Submission, &message, "PLAIN");
     send.rcpts = &["someone@elsewhere.example"];
-    send.auth = Some((ALICE, ALICE_PW, "PLAIN"));
-    let output = send.run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
+    let output = send.sent();
     assert!(!output.contains("refused"), "{output}");
     let queued = server.queued();
     assert_eq!(queued.len(), 1, "{queued:?}");
-    assert!(
-        all_message_files(&server).is_empty(),
-        "{:?}",
-        all_message_files(&server)
-    );
+    let files = server.all_message_files();
+    assert!(files.is_empty(), "{files:?}");
 }
 
 #[test]
 fn data_with_no_valid_recipients_gets_554() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
     c.send(
         b"MAIL FROM:<sender@remote.example>\r\n\
           RCPT TO:<nobody@example.test>\r\n\
           RCPT TO:<elsewhere@remote.example>\r\n\
           DATA\r\n",
     );
-    let r = c.replies(4);
-    assert!(r[0].starts_with("250 2.1.0"), "{r:?}");
-    assert!(r[1].starts_with("550 5.1.1 "), "{r:?}");
-    assert!(r[2].starts_with("550 5.7.1 "), "{r:?}");
-    assert!(r[3].starts_with("554 5.5.1 "), "{r:?}");
+    c.replies(&["250 2.1.0", "550 5.1.1 ", "550 5.7.1 ", "554 5.5.1 "]);
     // No 354 came, so this line is a command (an unknown one), not content.
-    let r = c.cmd("Subject: not a message");
-    assert!(r.starts_with("500 5.5.2"), "{r:?}");
+    c.ok("Subject: not a message", "500 5.5.2");
     c.ok("NOOP", "250 2.0.0");
     c.ok("QUIT", "221");
-    assert!(all_message_files(&server).is_empty());
+    assert!(server.all_message_files().is_empty());
 }
 
 #[test]
 fn too_many_recipients_get_452_4_5_3() {
-    let server = server_with_users(TestServer::start_with(
-        |c| c.limits.max_recipients = 2,
-        |b| b,
-    ));
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
+    let server = start_configured(|c| c.limits.max_recipients = 2);
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
     c.send(
         b"MAIL FROM:<sender@remote.example>\r\n\
           RCPT TO:<alice@example.test>\r\n\
@@ -1077,38 +553,36 @@ fn too_many_recipients_get_452_4_5_3() {
           RCPT TO:<carol@example.test>\r\n\
           DATA\r\n",
     );
-    let r = c.replies(6);
-    assert!(r[0].starts_with("250 2.1.0"), "{r:?}");
-    assert!(r[1].starts_with("250 2.1.5"), "{r:?}");
-    assert!(r[2].starts_with("250 2.1.5"), "{r:?}");
-    assert!(r[3].starts_with("452 4.5.3 "), "{r:?}");
-    assert!(r[4].starts_with("452 4.5.3 "), "{r:?}");
-    assert!(r[5].starts_with("354 "), "{r:?}");
+    c.replies(&[
+        "250 2.1.0",
+        "250 2.1.5",
+        "250 2.1.5",
+        "452 4.5.3 ",
+        "452 4.5.3 ",
+        "354 ",
+    ]);
     let m = sample_message("two of three");
-    c.send(&dot_stuff(&m));
-    c.send(b".\r\n");
-    let r = c.reply();
+    let r = c.end_data(&dot_stuff(&m));
     assert!(r.starts_with("250 2.0.0 "), "{r:?}");
     c.ok("QUIT", "221");
-    assert_eq!(without_trace(&only_message(&server, ALICE)), &m[..]);
-    assert_eq!(without_trace(&only_message(&server, BOB)), &m[..]);
+    only_message_is(&server, ALICE, &m);
+    only_message_is(&server, BOB, &m);
     assert!(server.messages(CAROL, "INBOX").is_empty());
 }
 
 #[test]
 fn malformed_commands_get_500_501_and_the_session_goes_on() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    let cases: &[(&str, &str)] = &[
+    let mut c = Client::connect(server.addr(Service::Smtp));
+    for (line, want) in [
         ("HELLO there", "500 5.5.2"),
         ("EHLO", "501 5.5.4"),
         ("\u{1}\u{2}garbage", "500 5.5.2"),
-    ];
-    for (line, want) in cases {
+    ] {
         c.ok(line, want);
     }
     c.ehlo();
-    let cases: &[(&str, &str)] = &[
+    for (line, want) in [
         ("MAIL FROM:<no-at-sign>", "501 5.1.7"),
         ("MAIL FROM:alice@example.test", "501 "),
         ("MAIL FROM:<a@remote.example> BODY=9BIT", "501 5.5.4"),
@@ -1117,49 +591,26 @@ fn malformed_commands_get_500_501_and_the_session_goes_on() {
         ("RCPT TO:<alice@example.test>", "503 5.5.1"),
         ("DATA", "503 5.5.1"),
         ("BDAT x", "501 "),
-    ];
-    for (line, want) in cases {
+        ("MAIL FROM:<a@remote.example>", "250 2.1.0"),
+        ("RCPT TO:<alice@example.test", "501 5.1.3"),
+        ("RCPT TO:<alice@example.test> NOTIFY=SOMETIMES", "501 5.5.4"),
+        ("MAIL FROM:<b@remote.example>", "503 5.5.1"),
+        // After all that, a transaction works.
+        ("RCPT TO:<alice@example.test>", "250 2.1.5"),
+    ] {
         c.ok(line, want);
     }
-    c.ok("MAIL FROM:<a@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test", "501 5.1.3");
-    c.ok("RCPT TO:<alice@example.test> NOTIFY=SOMETIMES", "501 5.5.4");
-    c.ok("MAIL FROM:<b@remote.example>", "503 5.5.1");
-    // After all that, a transaction works.
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: after errors\r\n\r\nstill fine\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let message = b"Subject: after errors\r\n\r\nstill fine\r\n";
+    c.data(message, "250 2.0.0 ");
     c.ok("QUIT", "221");
-    assert_eq!(
-        without_trace(&only_message(&server, ALICE)),
-        b"Subject: after errors\r\n\r\nstill fine\r\n"
-    );
+    only_message_is(&server, ALICE, message);
 }
 
 #[test]
 fn hundred_megabytes_without_a_line_end_are_cut_off() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    let block = vec![b'A'; 1024 * 1024];
-    let mut sent = 0usize;
-    let mut write_error = None;
-    while sent < 100 * 1024 * 1024 {
-        match c.stream.write(&block) {
-            Ok(0) => break,
-            Ok(n) => sent += n,
-            Err(e) => {
-                write_error = Some(e);
-                break;
-            }
-        }
-    }
-    if let Some(e) = &write_error {
-        assert!(
-            !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-            "the server stopped reading without closing (write timed out after {sent} octets)"
-        );
-    }
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
+    let (sent, write_error) = c.flood(FLOOD);
     let (rest, how) = c.read_until_closed();
     let text = String::from_utf8_lossy(&rest);
     assert_ne!(
@@ -1173,95 +624,60 @@ fn hundred_megabytes_without_a_line_end_are_cut_off() {
     if !text.is_empty() {
         assert!(text.contains("421 4."), "{text:?}");
     }
-    assert!(
-        write_error.is_some() || sent == 100 * 1024 * 1024,
-        "sent {sent}"
-    );
+    assert!(write_error.is_some() || sent == FLOOD, "sent {sent}");
     eprintln!(
         "cut off after {sent} octets ({how}, write error: {write_error:?}); server said {text:?}"
     );
-
-    // The server still serves.
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: after the flood\r\n\r\nok\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
-    c.ok("QUIT", "221");
+    assert_still_serves(
+        &server,
+        Service::Smtp,
+        b"Subject: after the flood\r\n\r\nok\r\n",
+    );
 }
 
 #[test]
 fn hundred_megabytes_without_a_line_end_inside_data_are_refused() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    c.ok("DATA", "354 ");
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
+    c.open_data(SENDER, ALICE);
     c.send(b"Subject: one long line\r\n\r\n");
-    let block = vec![b'A'; 1024 * 1024];
-    let mut sent = 0usize;
-    let mut write_error = None;
-    while sent < 100 * 1024 * 1024 {
-        match c.stream.write(&block) {
-            Ok(0) => break,
-            Ok(n) => sent += n,
-            Err(e) => {
-                write_error = Some(e);
-                break;
-            }
-        }
-    }
-    match &write_error {
+    let (sent, write_error) = c.flood(FLOOD);
+    if write_error.is_some() {
         // Cut off while sending: it must have said why (or just closed).
-        Some(e) => {
-            assert!(
-                !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-                "the server stopped reading without closing (after {sent} octets)"
-            );
-            let (rest, how) = c.read_until_closed();
-            let text = String::from_utf8_lossy(&rest);
-            assert_ne!(how, "timeout", "{text:?}");
-            assert!(
-                text.is_empty() || text.contains("421 4.") || text.contains("552 5.3.4"),
-                "{text:?}"
-            );
-        }
+        let (rest, how) = c.read_until_closed();
+        let text = String::from_utf8_lossy(&rest);
+        assert_ne!(how, "timeout", "{text:?}");
+        assert!(
+            text.is_empty() || text.contains("421 4.") || text.contains("552 5.3.4"),
+            "{text:?}"
+        );
+    } else {
         // All of it was read: the end of the data gets 552 (over the 50 MiB default limit).
-        None => {
-            c.send(b"\r\n.\r\n");
-            let r = c.reply();
-            assert!(
-                r.starts_with("552 5.3.4 ") || r.starts_with("500 5.5.2 "),
-                "{r:?}"
-            );
-            c.ok("NOOP", "250 2.0.0");
-            c.ok("QUIT", "221");
-        }
+        let r = c.end_data(b"\r\n");
+        assert!(
+            r.starts_with("552 5.3.4 ") || r.starts_with("500 5.5.2 "),
+            "{r:?}"
+        );
+        c.ok("NOOP", "250 2.0.0");
+        c.ok("QUIT", "221");
     }
     eprintln!("sent {sent} octets, write error {write_error:?}");
-    assert!(all_message_files(&server).is_empty());
-    // The server still serves.
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: after the long line\r\n\r\nok\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    assert!(server.all_message_files().is_empty());
+    assert_still_serves(
+        &server,
+        Service::Smtp,
+        b"Subject: after the long line\r\n\r\nok\r\n",
+    );
 }
 
 #[test]
 fn data_terminator_split_across_reads_and_chunk_boundaries() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
     c.stream.set_nodelay(true).unwrap();
-    c.ehlo();
     let mut expected = Vec::new();
     // 1. The terminator and a stuffed dot arrive one octet per read.
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    c.ok("DATA", "354 ");
+    c.open_data(SENDER, ALICE);
     let m = b"Subject: trickle\r\n\r\n.dot\r\nend\r\n".to_vec();
     for &b in dot_stuff(&m).iter().chain(b".\r\n") {
         c.send(&[b]);
@@ -1272,9 +688,7 @@ fn data_terminator_split_across_reads_and_chunk_boundaries() {
     expected.push(m);
     // 2. The end of data straddles the server's 64 KiB chunk size, at every offset around it.
     for shift in 0..6usize {
-        c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-        c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-        c.ok("DATA", "354 ");
+        c.open_data(SENDER, ALICE);
         let mut m = format!("Subject: boundary {shift}\r\n\r\n").into_bytes();
         let target = 64 * 1024 - 3 + shift;
         while m.len() + 100 < target {
@@ -1284,19 +698,12 @@ fn data_terminator_split_across_reads_and_chunk_boundaries() {
         let fill = target - m.len() - 2;
         m.extend(std::iter::repeat_n(b'z', fill));
         m.extend_from_slice(b"\r\n");
-        let mut wire = dot_stuff(&m);
-        wire.extend_from_slice(b".\r\n");
-        c.send(&wire);
-        let r = c.reply();
+        let r = c.end_data(&dot_stuff(&m));
         assert!(r.starts_with("250 2.0.0 "), "shift {shift}: {r:?}");
         expected.push(m);
     }
     c.ok("QUIT", "221");
-    let inbox = server.messages(ALICE, "INBOX");
-    assert_eq!(inbox.len(), expected.len());
-    for (stored, sent) in inbox.iter().zip(&expected) {
-        assert!(without_trace(stored) == &sent[..], "content differs");
-    }
+    inbox_is(&server, ALICE, &expected);
 }
 
 #[test]
@@ -1309,11 +716,8 @@ fn bare_lf_smuggling_is_refused_and_the_smuggled_mail_never_runs() {
         b"\r.\r\n",
         b"\r\n.\r",
     ] {
-        let mut c = Smtp::connect(server.addr(Service::Smtp));
-        c.ehlo();
-        c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-        c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-        c.ok("DATA", "354 ");
+        let mut c = Client::ehlo_to(&server, Service::Smtp);
+        c.open_data(SENDER, ALICE);
         let mut payload = b"Subject: innocent\r\n\r\nhello".to_vec();
         payload.extend_from_slice(seq);
         payload.extend_from_slice(
@@ -1338,7 +742,7 @@ fn bare_lf_smuggling_is_refused_and_the_smuggled_mail_never_runs() {
     }
     assert!(server.messages(ALICE, "INBOX").is_empty());
     assert!(server.messages(BOB, "INBOX").is_empty());
-    assert!(all_message_files(&server).is_empty());
+    assert!(server.all_message_files().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1353,77 +757,52 @@ fn auth_before_tls_is_refused_on_a_non_loopback_address() {
         );
         return;
     };
-    let server = server_with_users(TestServer::start_with(
-        |c| c.services.submission.listen = vec![SocketAddr::new(ip, 0)],
-        |b| b,
-    ));
+    let server = start_configured(|c| c.services.submission.listen = vec![SocketAddr::new(ip, 0)]);
     let addr = server.addr(Service::Submission);
     assert_eq!(addr.ip(), ip);
-    let mut c = Smtp::connect(addr);
+    let mut c = Client::connect(addr);
     let ehlo = c.ehlo();
     assert!(ehlo.contains("STARTTLS"), "{ehlo:?}");
     assert!(!ehlo.contains("AUTH"), "AUTH offered before TLS: {ehlo:?}");
     let r = c.auth_plain(ALICE, ALICE_PW);
     assert!(r.starts_with("538 5.7.11 "), "{r:?}");
-    let r = c.cmd("AUTH LOGIN");
-    assert!(r.starts_with("538 5.7.11 "), "{r:?}");
-    let r = c.cmd("MAIL FROM:<alice@example.test>");
-    assert!(r.starts_with("530 5.7.0 "), "{r:?}");
+    c.ok("AUTH LOGIN", "538 5.7.11 ");
+    c.ok("MAIL FROM:<alice@example.test>", "530 5.7.0 ");
     c.ok("QUIT", "221");
 
     // After STARTTLS, AUTH is offered and works.
     let message = sample_message("after starttls");
-    let mut send = Send::new(&server, Service::Submission, &message);
-    send.mode = "starttls";
-    send.sender = ALICE;
-    send.rcpts = &[BOB];
-    send.auth = Some((ALICE, ALICE_PW, "PLAIN"));
-    let output = send.run(&server);
-    assert!(
-        !out(&output, "esmtp-before").split(' ').any(|e| e == "auth"),
-        "{output}"
-    );
-    assert!(
-        out(&output, "esmtp").split(' ').any(|e| e == "auth"),
-        "{output}"
-    );
+    let output = Send::alice_to_bob(&server, Service::Submission, &message, "PLAIN").sent();
+    assert!(!has_word(&output, "esmtp-before", "auth"), "{output}");
+    assert!(has_word(&output, "esmtp", "auth"), "{output}");
     assert!(out(&output, "auth").starts_with("235 2.7.0"), "{output}");
-    assert!(has_line(&output, "sent"), "{output}");
-    let stored = only_message(&server, BOB);
-    let rcvd = received(&stored);
-    assert!(rcvd.contains(&format!("([{ip}] port ")), "{rcvd}");
-    assert!(rcvd.contains(" with ESMTPSA id "), "{rcvd}");
+    let stored = only_message_is(&server, BOB, &message);
+    assert_trace(
+        &stored,
+        ALICE,
+        &[&format!("([{ip}] port "), ESMTPSA, AS_ALICE],
+    );
 }
 
 #[test]
 fn auth_in_plaintext_when_allowed_by_config() {
     let ip = non_loopback_ipv4();
-    let server = server_with_users(TestServer::start_with(
-        |c| {
-            c.tls.allow_plaintext_auth = true;
-            if let Some(ip) = ip {
-                c.services.submission.listen = vec![SocketAddr::new(ip, 0)];
-            }
-        },
-        |b| b,
-    ));
-    let mut c = Smtp::connect(server.addr(Service::Submission));
+    let server = start_configured(|c| {
+        c.tls.allow_plaintext_auth = true;
+        if let Some(ip) = ip {
+            c.services.submission.listen = vec![SocketAddr::new(ip, 0)];
+        }
+    });
+    let mut c = Client::connect(server.addr(Service::Submission));
     let ehlo = c.ehlo();
     assert!(ehlo.contains("AUTH PLAIN LOGIN"), "{ehlo:?}");
     let r = c.auth_plain(ALICE, ALICE_PW);
     assert!(r.starts_with("235 2.7.0 "), "{r:?}");
-    c.ok("MAIL FROM:<alice@example.test>", "250 2.1.0");
-    c.ok("RCPT TO:<bob@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: plaintext auth\r\n\r\nallowed by config\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let message = b"Subject: plaintext auth\r\n\r\nallowed by config\r\n";
+    c.transaction(ALICE, BOB, message, "250 2.0.0 ");
     c.ok("QUIT", "221");
-    let stored = only_message(&server, BOB);
-    let rcvd = received(&stored);
-    assert!(rcvd.contains(" with ESMTPA id "), "{rcvd}");
-    assert!(
-        rcvd.contains("(authenticated as alice@example.test)"),
-        "{rcvd}"
-    );
+    let stored = only_message_is(&server, BOB, message);
+    let rcvd = assert_trace(&stored, ALICE, &[" with ESMTPA id ", AS_ALICE]);
     assert!(!rcvd.contains("using"), "{rcvd}");
 }
 
@@ -1432,56 +811,38 @@ fn auth_in_plaintext_when_allowed_by_config() {
 
 #[test]
 fn wasm_filter_rejects_by_header() {
-    let server = start_with_filters(
-        |_| {},
-        || {
-            vec![guest_filter(
-                "header-reject",
-                wasmail_plugin_artifacts::TEST_HEADER_REJECT,
-            )]
-        },
-    );
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
+    let server = start_with_filters(vec![guest_filter(
+        "header-reject",
+        wasmail_plugin_artifacts::TEST_HEADER_REJECT,
+    )]);
+    let mut c = Client::connect(server.addr(Service::Smtp));
     // Its HELO hook defers one name.
     c.ok("EHLO defer.me", "451 4.7.1 greeting deferred");
     c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: cheap VIAGRA here\r\n\r\nbuy\r\n");
+    let spam = b"Subject: cheap VIAGRA here\r\n\r\nbuy\r\n";
+    let r = c.transaction(SENDER, ALICE, spam, "550 ");
     assert_eq!(r, "550 5.7.1 message refused by policy\r\n");
-    assert!(all_message_files(&server).is_empty());
+    assert!(server.all_message_files().is_empty());
     // Another message on the same connection passes, tagged by the filter.
     let m = sample_message("clean");
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(&dot_stuff(&m));
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    c.transaction(SENDER, ALICE, &dot_stuff(&m), "250 2.0.0 ");
     c.ok("QUIT", "221");
-    let stored = only_message(&server, ALICE);
     let mut expected = b"X-Wasmail-Checked: yes\r\n".to_vec();
     expected.extend_from_slice(&m);
-    assert_eq!(without_trace(&stored), &expected[..]);
+    only_message_is(&server, ALICE, &expected);
 }
 
 #[test]
 fn wasm_filter_quarantines_into_junk() {
-    let server = start_with_filters(
-        |_| {},
-        || {
-            vec![guest_filter(
-                "quarantine",
-                wasmail_plugin_artifacts::TEST_QUARANTINE,
-            )]
-        },
-    );
+    let server = start_with_filters(vec![guest_filter(
+        "quarantine",
+        wasmail_plugin_artifacts::TEST_QUARANTINE,
+    )]);
     // Over the guest's default 1000 octets: Junk.
     let big = message_with_attachment(2000);
-    let output = Send::new(&server, Service::Smtp, &big).run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
+    Send::new(&server, Service::Smtp, &big).sent();
     assert!(server.messages(ALICE, "INBOX").is_empty());
-    let junk = server.messages(ALICE, "Junk");
-    assert_eq!(junk.len(), 1);
-    assert_eq!(without_trace(&junk[0]), &big[..]);
+    mailbox_is(&server, ALICE, "Junk", &[&big]);
     let files = server.message_files(ALICE);
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(
@@ -1495,12 +856,9 @@ fn wasm_filter_quarantines_into_junk() {
     );
     // A small message goes to INBOX.
     let small = b"Subject: small\r\n\r\nhi\r\n".to_vec();
-    let output = Send::new(&server, Service::Smtp, &small).run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
-    let inbox = server.messages(ALICE, "INBOX");
-    assert_eq!(inbox.len(), 1);
-    assert_eq!(without_trace(&inbox[0]), &small[..]);
-    assert_eq!(server.messages(ALICE, "Junk").len(), 1);
+    Send::new(&server, Service::Smtp, &small).sent();
+    inbox_is(&server, ALICE, &[&small]);
+    mailbox_is(&server, ALICE, "Junk", &[&big]);
 }
 
 /// The built-in filter-rules plugin, from config text: `accept` (later filters skipped) when the
@@ -1526,89 +884,56 @@ fn wasm_filter_trap_defers_and_the_server_keeps_serving() {
     // The panic guest traps on every message it sees; a filter-rules `accept` in front of it
     // lets messages with "harmless" in the Subject skip it. So the trigger is any other
     // Subject.
-    let server = start_with_filters(
-        |_| {},
-        || {
-            let mut specs = accept_harmless_rule();
-            specs.push(guest_filter(
-                "panicky",
-                wasmail_plugin_artifacts::TEST_PANIC,
-            ));
-            specs
-        },
-    );
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: trap now\r\n\r\nboom\r\n");
-    assert!(r.starts_with("451 4.3.0 "), "{r:?}");
-    assert!(all_message_files(&server).is_empty());
+    let mut filters = accept_harmless_rule();
+    filters.push(guest_filter(
+        "panicky",
+        wasmail_plugin_artifacts::TEST_PANIC,
+    ));
+    let server = start_with_filters(filters);
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
+    let trap = b"Subject: trap now\r\n\r\nboom\r\n";
+    c.transaction(SENDER, ALICE, trap, "451 4.3.0 ");
+    assert!(server.all_message_files().is_empty());
     // Same connection, no trigger: delivered.
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: harmless one\r\n\r\nfine\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let harmless = b"Subject: harmless one\r\n\r\nfine\r\n";
+    c.transaction(SENDER, ALICE, harmless, "250 2.0.0 ");
     // The trap again, then a new connection still works.
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: trap again\r\n\r\nboom\r\n");
-    assert!(r.starts_with("451 4.3.0 "), "{r:?}");
+    let trap = b"Subject: trap again\r\n\r\nboom\r\n";
+    c.transaction(SENDER, ALICE, trap, "451 4.3.0 ");
     c.ok("QUIT", "221");
     let message = sample_message("harmless two");
-    let output = Send::new(&server, Service::Smtp, &message).run(&server);
-    assert!(has_line(&output, "sent"), "{output}");
-    let inbox = server.messages(ALICE, "INBOX");
-    assert_eq!(inbox.len(), 2);
-    assert_eq!(
-        without_trace(&inbox[0]),
-        b"Subject: harmless one\r\n\r\nfine\r\n"
-    );
-    assert_eq!(without_trace(&inbox[1]), &message[..]);
+    Send::new(&server, Service::Smtp, &message).sent();
+    inbox_is(&server, ALICE, &[&harmless[..], &message]);
 }
 
 #[test]
 fn hot_reload_between_two_transactions_on_one_connection() {
-    let server = start_with_filters(
-        |_| {},
-        || {
-            vec![guest_filter(
-                "header-reject",
-                wasmail_plugin_artifacts::TEST_HEADER_REJECT,
-            )]
-        },
-    );
+    let server = start_with_filters(vec![guest_filter(
+        "header-reject",
+        wasmail_plugin_artifacts::TEST_HEADER_REJECT,
+    )]);
     assert_eq!(server.handle.plugin_generation(), 0);
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: before reload\r\n\r\none\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
+    let before = b"Subject: before reload\r\n\r\none\r\n";
+    c.transaction(SENDER, ALICE, before, "250 2.0.0 ");
 
     let generation = server.handle.reload_plugins().unwrap();
     assert_eq!(generation, 1);
     assert_eq!(server.handle.plugin_generation(), 1);
 
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: after reload\r\n\r\ntwo\r\n");
-    assert!(r.starts_with("250 2.0.0 "), "{r:?}");
+    let after = b"Subject: after reload\r\n\r\ntwo\r\n";
+    c.transaction(SENDER, ALICE, after, "250 2.0.0 ");
     // The reloaded filter still works on this connection.
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    let r = c.data(b"Subject: VIAGRA after reload\r\n\r\nthree\r\n");
-    assert!(r.starts_with("550 5.7.1 "), "{r:?}");
+    let spam = b"Subject: VIAGRA after reload\r\n\r\nthree\r\n";
+    c.transaction(SENDER, ALICE, spam, "550 5.7.1 ");
     c.ok("QUIT", "221");
-    let inbox = server.messages(ALICE, "INBOX");
-    assert_eq!(inbox.len(), 2);
-    assert_eq!(
-        without_trace(&inbox[0]),
-        b"X-Wasmail-Checked: yes\r\nSubject: before reload\r\n\r\none\r\n"
-    );
-    assert_eq!(
-        without_trace(&inbox[1]),
-        b"X-Wasmail-Checked: yes\r\nSubject: after reload\r\n\r\ntwo\r\n"
+    inbox_is(
+        &server,
+        ALICE,
+        &[
+            &b"X-Wasmail-Checked: yes\r\nSubject: before reload\r\n\r\none\r\n"[..],
+            b"X-Wasmail-Checked: yes\r\nSubject: after reload\r\n\r\ntwo\r\n",
+        ],
     );
 }
 
@@ -1618,8 +943,7 @@ fn hot_reload_between_two_transactions_on_one_connection() {
 #[test]
 fn graceful_shutdown_sends_421_4_3_2_between_commands() {
     let server = start();
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
     c.ok("NOOP", "250 2.0.0");
     drop(server);
     let (rest, how) = c.read_until_closed();
@@ -1637,11 +961,8 @@ fn graceful_shutdown_lets_the_open_transaction_finish() {
     let mut server = start();
     // Keep the data dir past the server's drop, to look at it afterwards.
     let data = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
-    let mut c = Smtp::connect(server.addr(Service::Smtp));
-    c.ehlo();
-    c.ok("MAIL FROM:<sender@remote.example>", "250 2.1.0");
-    c.ok("RCPT TO:<alice@example.test>", "250 2.1.5");
-    c.ok("DATA", "354 ");
+    let mut c = Client::ehlo_to(&server, Service::Smtp);
+    c.open_data(SENDER, ALICE);
     c.send(b"Subject: in flight\r\n\r\nstarted before shutdown\r\n");
     let stopper = std::thread::spawn(move || drop(server));
     std::thread::sleep(Duration::from_millis(500));
@@ -1649,8 +970,7 @@ fn graceful_shutdown_lets_the_open_transaction_finish() {
         !stopper.is_finished(),
         "the server waits for the transaction"
     );
-    c.send(b"finished after\r\n.\r\n");
-    let r = c.reply();
+    let r = c.end_data(b"finished after\r\n");
     assert!(r.starts_with("250 2.0.0 "), "{r:?}");
     let r = c.reply();
     assert_eq!(r, format!("421 4.3.2 {HOSTNAME} Service shutting down\r\n"));

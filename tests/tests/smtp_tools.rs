@@ -7,19 +7,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use tempfile::NamedTempFile;
 use wasmail::Service;
-use wasmail_e2e::server::{HOSTNAME, TestServer, without_trace};
-
-const ALICE: &str = "alice@example.test";
-const BOB: &str = "bob@example.test";
-const ALICE_PW: &str = "alice-Secret-pw1";
-
-fn start() -> TestServer {
-    let server = TestServer::start();
-    server.add_user(ALICE, ALICE_PW);
-    server.add_user(BOB, "bob-Secret-pw2");
-    server
-}
+use wasmail_e2e::server::{HOSTNAME, TestServer};
+use wasmail_e2e::smtp::{
+    ALICE, ALICE_PW, AS_ALICE, BOB, ESMTPSA, SENDER, assert_contains, assert_trace, inbox_is,
+    only_message, only_message_is, sample_message, start,
+};
 
 /// Fails the test (never skips) when `tool` is not installed.
 fn require(tool: &str, package: &str) {
@@ -48,75 +42,74 @@ fn run(cmd: &mut Command) -> (i32, String) {
     (status.code().unwrap_or(-1), text)
 }
 
-/// A message with lines that need dot-stuffing; what arrives must be exactly this.
-fn sample_message(subject: &str) -> Vec<u8> {
-    format!(
-        "From: Sender <sender@remote.example>\r\n\
-         To: alice@example.test\r\n\
-         Subject: {subject}\r\n\
-         Message-ID: <{}@remote.example>\r\n\
-         \r\n\
-         first line\r\n\
-         .starts with a dot\r\n\
-         ..starts with two dots\r\n\
-         .\r\n\
-         \x20leading space and trailing spaces   \r\n\
-         \r\n\
-         last line\r\n",
-        subject.replace(' ', "-")
-    )
-    .into_bytes()
+/// `message` in a temp file, for a tool to read.
+fn message_file(message: &[u8]) -> NamedTempFile {
+    let file = NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), message).unwrap();
+    file
 }
 
-/// The one message in an account's INBOX, which must also be a file in new/ or cur/.
-fn only_message(server: &TestServer, account: &str) -> Vec<u8> {
-    let messages = server.messages(account, "INBOX");
-    assert_eq!(messages.len(), 1, "{account}: messages in INBOX");
-    let files = server.message_files(account);
-    assert_eq!(files.len(), 1, "{files:?}");
-    let subdir = files[0].parent().unwrap().file_name().unwrap();
-    assert!(subdir == "new" || subdir == "cur", "{files:?}");
-    assert_eq!(std::fs::read(&files[0]).unwrap(), messages[0]);
-    messages.into_iter().next().unwrap()
-}
-
-/// The first `Received:` field, unfolded.
-fn received(message: &[u8]) -> String {
-    let text = String::from_utf8_lossy(message);
-    let start = text.find("Received: ").expect("a Received: field");
-    let mut field = String::new();
-    for (i, line) in text[start..].split("\r\n").enumerate() {
-        if i > 0 && !line.starts_with([' ', '\t']) {
-            break;
-        }
-        field.push_str(line.trim_start());
-        field.push(' ');
-    }
-    field
-}
-
-fn message_file(dir: &Path, message: &[u8]) -> std::path::PathBuf {
-    let path = dir.join("message.eml");
-    std::fs::write(&path, message).unwrap();
-    path
-}
-
-fn swaks(server: &TestServer, service: Service) -> Command {
+/// `swaks` to `service`, mail from `from` to `to` (comma-separated).
+fn swaks(server: &TestServer, service: Service, from: &str, to: &str) -> Command {
     require("swaks", "swaks");
     let addr = server.addr(service);
     let mut cmd = Command::new("swaks");
     cmd.args(["--server", &addr.ip().to_string()])
         .args(["--port", &addr.port().to_string()])
         .args(["--helo", "client.example"])
-        .args(["--timeout", "10"]);
+        .args(["--timeout", "10"])
+        .args(["--from", from, "--to", to]);
     cmd
 }
 
-fn curl() -> Command {
-    require("curl", "curl");
-    let mut cmd = Command::new("curl");
-    cmd.args(["--silent", "--show-error", "--verbose", "--max-time", "60"]);
+/// `swaks` from alice to bob over TLS (implicit on submissions, else STARTTLS), verifying the
+/// server's certificate, then AUTH `mech` as alice with `password`.
+fn swaks_auth(server: &TestServer, service: Service, mech: &str, password: &str) -> Command {
+    let tls = if service == Service::Submissions {
+        "--tls-on-connect"
+    } else {
+        "--tls"
+    };
+    let mut cmd = swaks(server, service, ALICE, BOB);
+    cmd.args([tls, "--tls-verify", "--tls-ca-path"])
+        .arg(server.certificate())
+        .args([
+            "--auth",
+            mech,
+            "--auth-user",
+            ALICE,
+            "--auth-password",
+            password,
+        ]);
     cmd
+}
+
+/// `curl` sending `file` from `from` to `rcpt` through `service` (`smtps://` on submissions),
+/// trusting the server's certificate when TLS is used.
+fn curl(server: &TestServer, service: Service, from: &str, rcpt: &str, file: &Path) -> Command {
+    require("curl", "curl");
+    let scheme = if service == Service::Submissions {
+        "smtps"
+    } else {
+        "smtp"
+    };
+    let mut cmd = Command::new("curl");
+    cmd.args(["--silent", "--show-error", "--verbose", "--max-time", "60"])
+        .arg(format!(
+            "{scheme}://{}/client.example",
+            server.addr(service)
+        ))
+        .arg("--cacert")
+        .arg(server.certificate())
+        .args(["--mail-from", from, "--mail-rcpt", rcpt])
+        .arg("--upload-file")
+        .arg(file);
+    cmd
+}
+
+/// curl's `--user` for alice with `password`.
+fn alice_login(password: &str) -> [String; 2] {
+    ["--user".into(), format!("{ALICE}:{password}")]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -125,109 +118,67 @@ fn curl() -> Command {
 #[test]
 fn swaks_delivers_byte_exact_over_plain_smtp() {
     let server = start();
-    let tmp = tempfile::tempdir().unwrap();
     let message = sample_message("swaks plain");
     // swaks always sends CRLF before the terminating dot, so its --data is the message without
     // its last line end (`swaks --dump-mail` shows this).
-    let file = message_file(tmp.path(), message.strip_suffix(b"\r\n").unwrap());
-    let (code, out) = run(swaks(&server, Service::Smtp)
-        .args(["--from", "sender@remote.example", "--to", ALICE])
+    let file = message_file(message.strip_suffix(b"\r\n").unwrap());
+    let (code, out) = run(swaks(&server, Service::Smtp, SENDER, ALICE)
         .arg("--data")
-        .arg(format!("@{}", file.display())));
+        .arg(format!("@{}", file.path().display())));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("<~  250 2.0.0 Ok: queued as ")
             || out.contains("<-  250 2.0.0 Ok: queued as "),
         "{out}"
     );
-    let stored = only_message(&server, ALICE);
-    assert_eq!(
-        String::from_utf8_lossy(without_trace(&stored)),
-        String::from_utf8_lossy(&message)
-    );
-    assert!(stored.starts_with(b"Return-Path: <sender@remote.example>\r\n"));
-    assert!(received(&stored).contains(" with ESMTP id "));
+    let stored = only_message_is(&server, ALICE, &message);
+    assert_trace(&stored, SENDER, &[" with ESMTP id "]);
 }
 
 #[test]
 fn swaks_starttls_auth_plain_on_submission() {
     let server = start();
-    let cert = server.certificate();
-    let (code, out) = run(swaks(&server, Service::Submission)
-        .args(["--from", ALICE, "--to", BOB])
-        .args(["--tls", "--tls-verify", "--tls-ca-path"])
-        .arg(&cert)
-        .args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            ALICE,
-            "--auth-password",
-            ALICE_PW,
-        ])
+    let (code, out) = run(swaks_auth(&server, Service::Submission, "PLAIN", ALICE_PW)
         .args(["--header", "Subject: swaks starttls"]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("<-  220 2.0.0 Ready to start TLS"), "{out}");
-    assert!(
-        out.contains("<~  235 2.7.0 Authentication successful"),
-        "{out}"
+    assert_contains(
+        &out,
+        &[
+            "<-  220 2.0.0 Ready to start TLS",
+            "<~  235 2.7.0 Authentication successful",
+        ],
     );
     let stored = only_message(&server, BOB);
-    let rcvd = received(&stored);
-    assert!(rcvd.contains(" with ESMTPSA id "), "{rcvd}");
-    assert!(rcvd.contains("(using TLSv1.3 with cipher "), "{rcvd}");
-    assert!(
-        rcvd.contains("(authenticated as alice@example.test)"),
-        "{rcvd}"
+    assert_trace(
+        &stored,
+        ALICE,
+        &[ESMTPSA, "(using TLSv1.3 with cipher ", AS_ALICE],
     );
-    assert!(stored.starts_with(b"Return-Path: <alice@example.test>\r\n"));
     assert!(String::from_utf8_lossy(&stored).contains("\r\nSubject: swaks starttls\r\n"));
 }
 
 #[test]
 fn swaks_implicit_tls_auth_login_on_submissions() {
     let server = start();
-    let cert = server.certificate();
-    let (code, out) = run(swaks(&server, Service::Submissions)
-        .args(["--from", ALICE, "--to", BOB])
-        .args(["--tls-on-connect", "--tls-verify", "--tls-ca-path"])
-        .arg(&cert)
-        .args([
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            ALICE,
-            "--auth-password",
-            ALICE_PW,
-        ]));
+    let mut swaks = swaks_auth(&server, Service::Submissions, "LOGIN", ALICE_PW);
+    let (code, out) = run(&mut swaks);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("<~  334 VXNlcm5hbWU6"), "{out}");
-    assert!(out.contains("<~  334 UGFzc3dvcmQ6"), "{out}");
-    assert!(out.contains("<~  235 2.7.0"), "{out}");
-    let rcvd = received(&only_message(&server, BOB));
-    assert!(rcvd.contains(" with ESMTPSA id "), "{rcvd}");
-    assert!(
-        rcvd.contains("(authenticated as alice@example.test)"),
-        "{rcvd}"
+    assert_contains(
+        &out,
+        &[
+            "<~  334 VXNlcm5hbWU6",
+            "<~  334 UGFzc3dvcmQ6",
+            "<~  235 2.7.0",
+        ],
     );
+    assert_trace(&only_message(&server, BOB), ALICE, &[ESMTPSA, AS_ALICE]);
 }
 
 #[test]
 fn swaks_wrong_password_gets_535() {
     let server = start();
-    let cert = server.certificate();
-    let (code, out) = run(swaks(&server, Service::Submission)
-        .args(["--from", ALICE, "--to", BOB])
-        .args(["--tls", "--tls-verify", "--tls-ca-path"])
-        .arg(&cert)
-        .args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            ALICE,
-            "--auth-password",
-            "wrong",
-        ]));
+    let mut swaks = swaks_auth(&server, Service::Submission, "PLAIN", "wrong");
+    let (code, out) = run(&mut swaks);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("<~* 535 5.7.8 "), "{out}");
     assert!(server.messages(BOB, "INBOX").is_empty());
@@ -236,17 +187,17 @@ fn swaks_wrong_password_gets_535() {
 #[test]
 fn swaks_pipelining_with_an_unknown_recipient() {
     let server = start();
-    let (code, out) = run(swaks(&server, Service::Smtp)
-        .args(["--from", "sender@remote.example"])
-        .args([
-            "--to",
-            "alice@example.test,nobody@example.test,bob@example.test",
-        ])
-        .arg("--pipeline"));
+    let to = "alice@example.test,nobody@example.test,bob@example.test";
+    let (code, out) = run(swaks(&server, Service::Smtp, SENDER, to).arg("--pipeline"));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("<-  250-PIPELINING"), "{out}");
-    assert!(out.contains("<** 550 5.1.1 "), "{out}");
-    assert!(out.contains("<-  250 2.0.0 Ok: queued as "), "{out}");
+    assert_contains(
+        &out,
+        &[
+            "<-  250-PIPELINING",
+            "<** 550 5.1.1 ",
+            "<-  250 2.0.0 Ok: queued as ",
+        ],
+    );
     assert_eq!(server.messages(ALICE, "INBOX").len(), 1);
     assert_eq!(server.messages(BOB, "INBOX").len(), 1);
 }
@@ -254,12 +205,8 @@ fn swaks_pipelining_with_an_unknown_recipient() {
 #[test]
 fn swaks_relay_without_auth_is_denied() {
     let server = start();
-    let (code, out) = run(swaks(&server, Service::Smtp).args([
-        "--from",
-        ALICE,
-        "--to",
-        "someone@elsewhere.example",
-    ]));
+    let to = "someone@elsewhere.example";
+    let (code, out) = run(&mut swaks(&server, Service::Smtp, ALICE, to));
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("<** 550 5.7.1 "), "{out}");
     assert!(server.queued().is_empty());
@@ -271,111 +218,75 @@ fn swaks_relay_without_auth_is_denied() {
 #[test]
 fn curl_delivers_byte_exact_over_plain_smtp() {
     let server = start();
-    let tmp = tempfile::tempdir().unwrap();
     let message = sample_message("curl plain");
-    let file = message_file(tmp.path(), &message);
-    let addr = server.addr(Service::Smtp);
-    let (code, out) = run(curl()
-        .arg(format!("smtp://{addr}/client.example"))
-        .args(["--mail-from", "sender@remote.example", "--mail-rcpt", ALICE])
-        .arg("--upload-file")
-        .arg(&file));
+    let file = message_file(&message);
+    let (code, out) = run(&mut curl(
+        &server,
+        Service::Smtp,
+        SENDER,
+        ALICE,
+        file.path(),
+    ));
     assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("< 220 {HOSTNAME} ESMTP wasmail")),
-        "{out}"
+    assert_contains(
+        &out,
+        &[
+            &format!("< 220 {HOSTNAME} ESMTP wasmail"),
+            "< 250 2.0.0 Ok: queued as ",
+        ],
     );
-    assert!(out.contains("< 250 2.0.0 Ok: queued as "), "{out}");
-    let stored = only_message(&server, ALICE);
-    assert_eq!(
-        String::from_utf8_lossy(without_trace(&stored)),
-        String::from_utf8_lossy(&message)
+    let stored = only_message_is(&server, ALICE, &message);
+    assert_trace(
+        &stored,
+        SENDER,
+        &["Received: from client.example ([127.0.0.1] port "],
     );
-    assert!(stored.starts_with(b"Return-Path: <sender@remote.example>\r\n"));
-    assert!(received(&stored).contains("Received: from client.example ([127.0.0.1] port "));
 }
 
 #[test]
 fn curl_starttls_on_port_25() {
     let server = start();
-    let tmp = tempfile::tempdir().unwrap();
     let message = sample_message("curl starttls");
-    let file = message_file(tmp.path(), &message);
-    let addr = server.addr(Service::Smtp);
-    let (code, out) = run(curl()
-        .arg(format!("smtp://{addr}/client.example"))
-        .arg("--ssl-reqd")
-        .arg("--cacert")
-        .arg(server.certificate())
-        .args(["--mail-from", "sender@remote.example", "--mail-rcpt", ALICE])
-        .arg("--upload-file")
-        .arg(&file));
+    let file = message_file(&message);
+    let (code, out) =
+        run(curl(&server, Service::Smtp, SENDER, ALICE, file.path()).arg("--ssl-reqd"));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("> STARTTLS"), "{out}");
-    let stored = only_message(&server, ALICE);
-    assert_eq!(without_trace(&stored), &message[..]);
-    let rcvd = received(&stored);
-    assert!(rcvd.contains(" with ESMTPS id "), "{rcvd}");
-    assert!(rcvd.contains("(using TLSv1.3 with cipher "), "{rcvd}");
+    let stored = only_message_is(&server, ALICE, &message);
+    assert_trace(
+        &stored,
+        SENDER,
+        &[" with ESMTPS id ", "(using TLSv1.3 with cipher "],
+    );
 }
 
 #[test]
 fn curl_smtps_auth_plain_and_login() {
     let server = start();
-    let tmp = tempfile::tempdir().unwrap();
-    let addr = server.addr(Service::Submissions);
+    let mut sent = Vec::new();
     for mech in ["PLAIN", "LOGIN"] {
         let message = sample_message(&format!("curl smtps {mech}"));
-        let file = message_file(tmp.path(), &message);
-        let (code, out) = run(curl()
-            .arg(format!("smtps://{addr}/client.example"))
-            .arg("--cacert")
-            .arg(server.certificate())
-            .args(["--user", &format!("{ALICE}:{ALICE_PW}")])
-            .args(["--login-options", &format!("AUTH={mech}")])
-            .args(["--mail-from", ALICE, "--mail-rcpt", BOB])
-            .arg("--upload-file")
-            .arg(&file));
+        let file = message_file(&message);
+        let (code, out) = run(curl(&server, Service::Submissions, ALICE, BOB, file.path())
+            .args(alice_login(ALICE_PW))
+            .args(["--login-options", &format!("AUTH={mech}")]));
         assert_eq!(code, 0, "{mech}: {out}");
-        assert!(out.contains(&format!("> AUTH {mech}")), "{out}");
-        assert!(out.contains("< 235 2.7.0"), "{out}");
+        assert_contains(&out, &[&format!("> AUTH {mech}"), "< 235 2.7.0"]);
+        sent.push(message);
     }
-    let stored = server.messages(BOB, "INBOX");
-    assert_eq!(stored.len(), 2);
-    for (m, mech) in stored.iter().zip(["PLAIN", "LOGIN"]) {
-        assert_eq!(
-            without_trace(m),
-            &sample_message(&format!("curl smtps {mech}"))[..]
-        );
-        let rcvd = received(m);
-        assert!(rcvd.contains(" with ESMTPSA id "), "{rcvd}");
-        assert!(
-            rcvd.contains("(authenticated as alice@example.test)"),
-            "{rcvd}"
-        );
+    for stored in inbox_is(&server, BOB, &sent) {
+        assert_trace(&stored, ALICE, &[ESMTPSA, AS_ALICE]);
     }
 }
 
 #[test]
 fn curl_submission_relay_is_queued() {
     let server = start();
-    let tmp = tempfile::tempdir().unwrap();
-    let file = message_file(tmp.path(), &sample_message("curl relay"));
-    let addr = server.addr(Service::Submission);
-    let (code, out) = run(curl()
-        .arg(format!("smtp://{addr}/client.example"))
+    let file = message_file(&sample_message("curl relay"));
+    let to = "someone@elsewhere.example";
+    let (code, out) = run(curl(&server, Service::Submission, ALICE, to, file.path())
         .arg("--ssl-reqd")
-        .arg("--cacert")
-        .arg(server.certificate())
-        .args(["--user", &format!("{ALICE}:{ALICE_PW}")])
-        .args([
-            "--mail-from",
-            ALICE,
-            "--mail-rcpt",
-            "someone@elsewhere.example",
-        ])
-        .arg("--upload-file")
-        .arg(&file));
+        .args(alice_login(ALICE_PW)));
     assert_eq!(code, 0, "{out}");
     assert_eq!(server.queued().len(), 1, "{out}");
     assert!(server.message_files(ALICE).is_empty());
@@ -384,31 +295,15 @@ fn curl_submission_relay_is_queued() {
 #[test]
 fn curl_unknown_recipient_and_wrong_password_fail() {
     let server = start();
-    let tmp = tempfile::tempdir().unwrap();
-    let file = message_file(tmp.path(), &sample_message("curl refused"));
-    let (code, out) = run(curl()
-        .arg(format!(
-            "smtp://{}/client.example",
-            server.addr(Service::Smtp)
-        ))
-        .args(["--mail-from", "sender@remote.example"])
-        .args(["--mail-rcpt", "nobody@example.test"])
-        .arg("--upload-file")
-        .arg(&file));
+    let file = message_file(&sample_message("curl refused"));
+    let to = "nobody@example.test";
+    let (code, out) = run(&mut curl(&server, Service::Smtp, SENDER, to, file.path()));
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("< 550 5.1.1 "), "{out}");
 
-    let (code, out) = run(curl()
-        .arg(format!(
-            "smtps://{}/client.example",
-            server.addr(Service::Submissions)
-        ))
-        .arg("--cacert")
-        .arg(server.certificate())
-        .args(["--user", &format!("{ALICE}:wrong")])
-        .args(["--mail-from", ALICE, "--mail-rcpt", BOB])
-        .arg("--upload-file")
-        .arg(&file));
+    let (code, out) = run(
+        curl(&server, Service::Submissions, ALICE, BOB, file.path()).args(alice_login("wrong"))
+    );
     // 67: CURLE_LOGIN_DENIED.
     assert_eq!(code, 67, "{out}");
     assert!(out.contains("< 535 5.7.8 "), "{out}");
