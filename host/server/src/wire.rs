@@ -1,5 +1,7 @@
-//! The socket side of every protocol driver: read with an idle timeout and the shutdown signal,
-//! write with the same timeout, upgrade to TLS in place (STARTTLS, STLS).
+//! What every protocol driver shares: the socket side (read with an idle timeout and the
+//! shutdown signal, write with the same timeout, upgrade to TLS in place for STARTTLS/STLS, one
+//! `turn` = flush the session's replies then feed it input) and moving blocking work (plugins,
+//! the store) off the async runtime.
 //!
 //! The drivers (SMTP, IMAP, POP3) are each a loop of `session.next()` over a [`Wire`]; what is
 //! the same for all of them lives here, once.
@@ -30,6 +32,37 @@ pub enum Input<'a> {
     /// The server is shutting down (only reported while a shutdown token is passed).
     Shutdown,
     Failed(io::Error),
+}
+
+/// A sans-I/O protocol session as the socket side sees it.
+pub trait Dialogue {
+    fn feed(&mut self, bytes: &[u8]);
+    fn has_output(&self) -> bool;
+    fn take_output(&mut self) -> Vec<u8>;
+}
+
+impl Dialogue for wasmail_proto::smtp::Session {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.feed(bytes);
+    }
+    fn has_output(&self) -> bool {
+        self.has_output()
+    }
+    fn take_output(&mut self) -> Vec<u8> {
+        self.take_output()
+    }
+}
+
+/// What one turn of the socket (flush the session's output, wait for input) came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// Input was fed to the session.
+    Fed,
+    /// The connection is gone (closed by the client, or a read/write failed): stop.
+    Gone,
+    IdleTimeout,
+    /// The server is shutting down.
+    Shutdown,
 }
 
 /// One connection's socket.
@@ -70,6 +103,49 @@ impl Wire {
         }
     }
 
+    /// Writes what the session has queued, then waits for input and feeds it to the session.
+    /// This is the flush point of pipelining: replies go out when the session needs more input.
+    pub async fn turn(
+        &mut self,
+        session: &mut impl Dialogue,
+        shutdown: Option<&CancellationToken>,
+    ) -> Turn {
+        if self.flush(session).await.is_err() {
+            return Turn::Gone;
+        }
+        match self.read(shutdown).await {
+            Input::Data(bytes) => {
+                session.feed(bytes);
+                Turn::Fed
+            }
+            Input::Closed => {
+                tracing::debug!("client closed the connection");
+                Turn::Gone
+            }
+            Input::Failed(e) => {
+                tracing::debug!(error = %e, "read failed");
+                Turn::Gone
+            }
+            Input::IdleTimeout => {
+                tracing::info!("idle timeout");
+                Turn::IdleTimeout
+            }
+            Input::Shutdown => Turn::Shutdown,
+        }
+    }
+
+    /// Writes what the session has queued.
+    pub async fn flush(&mut self, session: &mut impl Dialogue) -> io::Result<()> {
+        if session.has_output() {
+            let out = session.take_output();
+            if let Err(e) = self.write(&out).await {
+                tracing::debug!(error = %e, "write failed");
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes everything, or fails if the client does not take it within the idle timeout.
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let stream = self
@@ -101,6 +177,20 @@ impl Wire {
     pub async fn close(&mut self) {
         if let Some(mut stream) = self.stream.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+        }
+    }
+}
+
+/// Runs `f` on the blocking pool (plugins, password hashing, the store's fsyncs) within the
+/// caller's tracing span, so what it logs is attributed to the session; `None` if it panicked
+/// (a bug, logged; the session answers with a temporary failure and carries on).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "policy or store task failed");
+            None
         }
     }
 }

@@ -10,23 +10,8 @@ use super::SmtpService;
 use super::transaction::{Answer, Context, Transaction, judge};
 use crate::net::Connection;
 use crate::policy::PolicySession;
-use crate::wire::{Input, Wire};
+use crate::wire::{Turn, Wire, blocking};
 use wasmail_plugin::Hook;
-
-/// Runs `f` on the blocking pool; `None` if it panicked (a bug, logged; the session answers
-/// with a temporary failure and carries on).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    // The session's span (id, service, peer) goes along, so what the policy and the delivery
-    // log is attributed to the session.
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::error!(error = %e, "policy or delivery task failed");
-            None
-        }
-    }
-}
 
 fn temporary_failure() -> Reply {
     Reply::fixed(
@@ -90,26 +75,15 @@ pub(super) async fn run(service: Arc<SmtpService>, conn: Connection) {
                 }
             }
             Progress::NeedInput => {
-                if c.flush(&mut wire).await.is_err() {
-                    break;
-                }
                 let watch = (!c.draining).then_some(&shutdown);
-                match wire.read(watch).await {
-                    Input::Data(bytes) => c.session.feed(bytes),
-                    Input::Closed => {
-                        tracing::debug!("client closed the connection");
-                        break;
-                    }
-                    Input::Failed(e) => {
-                        tracing::debug!(error = %e, "read failed");
-                        break;
-                    }
-                    Input::IdleTimeout => {
-                        tracing::info!("idle timeout");
+                match wire.turn(&mut c.session, watch).await {
+                    Turn::Fed => {}
+                    Turn::Gone => break,
+                    Turn::IdleTimeout => {
                         c.session
                             .disconnect(c.closing((4, 2), "Timeout, closing connection"));
                     }
-                    Input::Shutdown => {
+                    Turn::Shutdown => {
                         if c.tx.is_some() {
                             c.draining = true;
                         } else {
@@ -120,7 +94,7 @@ pub(super) async fn run(service: Arc<SmtpService>, conn: Connection) {
                 }
             }
             Progress::Close => {
-                let _ = c.flush(&mut wire).await;
+                let _ = wire.flush(&mut c.session).await;
                 break;
             }
             Progress::AwaitingAnswer => {
@@ -141,17 +115,6 @@ impl Conversation {
             &format!("{} {text}", self.service.context.hostname),
         )
         .unwrap_or_else(|_| Reply::fixed(421, (4, 3, 0), "Closing connection"))
-    }
-
-    async fn flush(&mut self, wire: &mut Wire) -> std::io::Result<()> {
-        if self.session.has_output() {
-            let out = self.session.take_output();
-            if let Err(e) = wire.write(&out).await {
-                tracing::debug!(error = %e, "write failed");
-                return Err(e);
-            }
-        }
-        Ok(())
     }
 
     async fn connect(&mut self) {
@@ -359,7 +322,7 @@ impl Conversation {
                 let Some(tls) = self.service.tls.clone() else {
                     return;
                 };
-                if self.flush(wire).await.is_err() {
+                if wire.flush(&mut self.session).await.is_err() {
                     self.session.disconnect(self.closing((3, 0), "TLS failed"));
                     return;
                 }
