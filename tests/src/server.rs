@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use tempfile::TempDir;
 use wasmail::config::Config;
 use wasmail::{Server, ServerBuilder, ServerHandle, Service};
-use wasmail_types::mail::MailboxName;
+use wasmail_types::mail::{MailboxName, MessageMeta};
 use wasmail_types::{MailStore as _, Secret};
 
 /// The domain the test servers receive mail for.
@@ -35,7 +35,7 @@ impl std::fmt::Debug for TestServer {
     }
 }
 
-/// The config of a test server: SMTP services on ephemeral loopback ports, IMAP/POP3 off.
+/// The config of a test server: SMTP and POP3 services on ephemeral loopback ports, IMAP off.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::default();
     config.server.hostname = HOSTNAME.into();
@@ -48,15 +48,12 @@ pub fn test_config(data_dir: &Path) -> Config {
         &mut config.services.smtp,
         &mut config.services.submission,
         &mut config.services.submissions,
-    ] {
-        service.listen = vec![any];
-    }
-    for service in [
-        &mut config.services.imap,
-        &mut config.services.imaps,
         &mut config.services.pop3,
         &mut config.services.pop3s,
     ] {
+        service.listen = vec![any];
+    }
+    for service in [&mut config.services.imap, &mut config.services.imaps] {
         service.enabled = false;
     }
     config.log.level = "warn".into();
@@ -105,6 +102,36 @@ impl TestServer {
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// A server on an existing data dir (its accounts, mail and certificate), e.g. one that
+    /// [`TestServer::restart_with`] kept; the config and builder are adjusted as in
+    /// [`TestServer::start_with`]. The services get new ports.
+    pub fn start_in(
+        dir: TempDir,
+        configure: impl FnOnce(&mut Config),
+        build: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> TestServer {
+        let data_dir = dir.path().to_path_buf();
+        let mut server = TestServer::start_with(
+            |config| {
+                config.server.data_dir = data_dir;
+                configure(config);
+            },
+            build,
+        );
+        // The fresh (unused) temp dir start_with made goes; this one stays with the server.
+        server.dir = dir;
+        server
+    }
+
+    /// Shuts this server down (as dropping it does) and starts a new one on the same data dir,
+    /// with `configure` applied to a fresh test config. The services get new ports.
+    pub fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestServer {
+        let placeholder = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        drop(self);
+        TestServer::start_in(dir, configure, |b| b)
     }
 
     /// Where `service` listens.
@@ -158,6 +185,24 @@ impl TestServer {
                     .unwrap_or_else(|e| panic!("read: {e}"))
             })
             .collect()
+    }
+
+    /// What the store knows of every message in an account's mailbox (UID, flags, size...),
+    /// oldest first, read through the store as [`TestServer::messages`] reads the content.
+    pub fn metas(&self, account: &str, mailbox: &str) -> Vec<MessageMeta> {
+        let store =
+            wasmail_store::FsStore::open(self.data_dir(), wasmail_store::StoreConfig::default())
+                .unwrap_or_else(|e| panic!("open store: {e}"));
+        let account = store
+            .account(account)
+            .unwrap_or_else(|e| panic!("account: {e}"));
+        let name = MailboxName::new(mailbox).unwrap_or_else(|e| panic!("name: {e}"));
+        let Ok(mailbox) = account.open(&name) else {
+            return Vec::new();
+        };
+        mailbox
+            .messages()
+            .unwrap_or_else(|e| panic!("messages: {e}"))
     }
 
     /// The message files on disk under an account's directory (new/ and cur/ of every folder).

@@ -1,4 +1,4 @@
-//! Sans-I/O protocol sessions for wasmail: SMTP now, IMAP and POP3 to come.
+//! Sans-I/O protocol sessions for wasmail: SMTP and POP3 now, IMAP to come.
 //!
 //! A session never touches a socket, a file or a clock. The driver (a thin tokio task in the
 //! `wasmail` crate, or a test, or a fuzzer) moves the bytes:
@@ -7,24 +7,54 @@
 //!   socket ──read──► driver ──feed(bytes)──► Session ──next()──► Progress
 //!                                              │                    │
 //!                                   line framing with limits        ├─ NeedInput: flush output, read more
-//!                                   (line::LineReader), parsing,    ├─ Event: a decision (HELO, MAIL,
-//!                                   state machine                   │   RCPT, DATA, AUTH, end of message)
-//!                                              ▲                    │   or information (message chunk,
-//!                                              │                    │   STARTTLS, reset)
+//!                                   (line::LineReader), parsing,    ├─ Event: a decision (SMTP: HELO,
+//!                                   state machine                   │   MAIL, RCPT, DATA, AUTH, end of
+//!                                              ▲                    │   message; POP3: login, retrieve,
+//!                                              │                    │   update) or information
+//!                                              │                    │   (message chunk, STARTTLS/STLS)
 //!        driver answers: accept() / reply(r) / authenticated(a) ◄───┘   ... filters, store, plugins
+//!                        logged_in(..) / message(..) / updated(..)
 //!                                              │
 //!   socket ◄─write── driver ◄──take_output()── replies queued in order
 //! ```
 //!
 //! The session decides everything the protocol decides (syntax, command order, limits, the
 //! replies for those); the driver decides everything policy decides (filters, recipients,
-//! authentication, delivery) and answers each decision event. Because the session is a plain
-//! value, every exchange can be replayed byte for byte in tests and fed arbitrary input by a
-//! fuzzer.
+//! authentication, delivery, the maildrop) and answers each decision event. Because the session
+//! is a plain value, every exchange can be replayed byte for byte in tests and fed arbitrary
+//! input by a fuzzer.
 //!
 //! - [`line`](mod@line): the line framer every line-based protocol shares (hard size limit, constant
 //!   memory for over-long lines).
+//! - [`sasl`]: the SASL PLAIN and LOGIN exchanges SMTP AUTH and POP3 AUTH share.
 //! - [`smtp`]: the SMTP server session.
+//! - [`pop3`]: the POP3 server session.
 
 pub mod line;
+pub mod pop3;
+pub mod sasl;
 pub mod smtp;
+
+/// Helpers the protocols' fuzz drivers share (pseudo-random generators). Only compiled for
+/// tests and with the `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+
+/// The hostname as it may appear in replies: no controls or spaces, at most 255 octets (an
+/// empty name becomes `localhost`).
+pub(crate) fn sanitize_hostname(name: &str) -> String {
+    let mut out = String::new();
+    for c in name
+        .chars()
+        .filter(|c| !c.is_control() && !c.is_whitespace())
+    {
+        if out.len() + c.len_utf8() > 255 {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        out.push_str("localhost");
+    }
+    out
+}

@@ -72,6 +72,14 @@ impl LineReader {
         self.max_len
     }
 
+    /// Changes the limit (at least 1) for the lines not read yet: a protocol whose lines differ
+    /// in kind (POP3: a SASL response may be longer than a command) sets the limit for the line
+    /// it expects before each [`LineReader::next_line`]. Lowering it below what is buffered is
+    /// safe: the next `next_line` reports the buffered line [`Line::TooLong`].
+    pub fn set_max_len(&mut self, max_len: usize) {
+        self.max_len = max_len.max(1);
+    }
+
     /// Appends received bytes. While the rest of an over-long line is being discarded, bytes up
     /// to and including the next LF are dropped here and never buffered.
     pub fn feed(&mut self, mut bytes: &[u8]) {
@@ -308,6 +316,22 @@ mod tests {
             lines(&mut r);
             assert!(r.len() < 512);
         }
+    }
+
+    #[test]
+    fn the_limit_can_change_between_lines() {
+        let mut r = LineReader::new(8);
+        r.feed(b"0123456789\r\nabc\r\n0123456789abc");
+        r.set_max_len(100);
+        assert_eq!(r.next_line(), Line::Complete(b"0123456789\r\n"));
+        r.set_max_len(8);
+        assert_eq!(r.next_line(), Line::Complete(b"abc\r\n"));
+        // Lowered below what is buffered: reported too long, then dropped up to the LF.
+        assert_eq!(r.next_line(), Line::TooLong);
+        r.feed(b"\nok\n");
+        assert_eq!(r.next_line(), Line::Complete(b"ok\n"));
+        r.set_max_len(0);
+        assert_eq!(r.max_len(), 1);
     }
 
     #[test]

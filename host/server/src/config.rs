@@ -39,6 +39,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub dns: DnsConfig,
+    pub pop3: Pop3Config,
     /// The plugin chain, in the order the plugins run. Empty means the built-in defaults.
     pub plugins: Vec<PluginConfig>,
 }
@@ -343,6 +344,60 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// `[pop3]`: what POP3 clients may do with the mail they download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3Config {
+    /// RFC 2449 EXPIRE: how long mail a POP3 client has downloaded stays on the server.
+    pub expire: Pop3Expire,
+    /// RFC 2449 LOGIN-DELAY: the least time between two POP3 logins to one account.
+    pub login_delay: TimeSpan,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Self {
+            expire: Pop3Expire::Never,
+            login_delay: TimeSpan::ZERO,
+        }
+    }
+}
+
+/// `expire = "never"` or a number of days (`0`: downloaded mail is removed when the session
+/// that downloaded it ends, so "leave on server" is not available).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pop3Expire {
+    Never,
+    Days(u32),
+}
+
+impl Serialize for Pop3Expire {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Pop3Expire::Never => serializer.serialize_str("never"),
+            Pop3Expire::Days(d) => serializer.serialize_u32(*d),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Pop3Expire {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Days(u32),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Days(d) => Ok(Pop3Expire::Days(d)),
+            Raw::Text(t) if t == "never" => Ok(Pop3Expire::Never),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!(
+                "expected \"never\" or a number of days, found {t:?}"
+            ))),
+        }
+    }
 }
 
 /// `[dns]`: the resolver behind the `dns` import of plugins granted it.

@@ -33,6 +33,7 @@ pub mod logging;
 pub mod net;
 pub mod plugins;
 pub mod policy;
+pub mod pop3;
 pub mod queue;
 mod server;
 pub mod smtp;

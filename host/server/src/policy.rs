@@ -13,9 +13,7 @@
 
 use std::sync::Arc;
 
-use wasmail_plugin::{
-    AuthOutcome, FilterSession, Hook, PluginHost, PluginSet, RouteOutcome, defer_reply,
-};
+use wasmail_plugin::{AuthOutcome, FilterSession, Hook, PluginHost, PluginSet, RouteOutcome};
 use wasmail_types::{
     Address, AuthAnswer, Authenticator, ClientInfo, DeliveryPolicy, Envelope, Filter, FilterAnswer,
     Modification, Route, Secret, Verdict,
@@ -196,7 +194,8 @@ impl PolicySession {
     }
 }
 
-/// The reply for a policy component that could not decide.
-pub fn temporary_failure() -> wasmail_types::Reply {
-    defer_reply()
+/// Whether a client may send a password now: over TLS, from loopback (nothing crosses a
+/// network), or where the operator allowed plaintext (`[tls] allow_plaintext_auth`).
+pub fn passwords_allowed(client: &ClientInfo, allow_plaintext_auth: bool) -> bool {
+    client.tls.is_some() || client.is_loopback() || allow_plaintext_auth
 }

@@ -28,6 +28,7 @@ use wasmail_types::{Authenticator, DeliveryPolicy, Filter, MailStore};
 use crate::config::Config;
 use crate::net::{self, ConnectionLimiter, Handler, TlsManager};
 use crate::policy::{NativePolicy, Policy};
+use crate::pop3::{Maildrops, Pop3Service, Pop3Settings};
 use crate::queue::OutboundQueue;
 use crate::smtp::{self, Role, SmtpService, SmtpSettings};
 
@@ -366,12 +367,38 @@ impl Server {
             });
 
         let mut accept_loops = Vec::new();
+        let maildrops = Arc::new(Maildrops::default());
+        let pop3 = Pop3Settings {
+            hostname: config.server.hostname.clone(),
+            max_line_length: limits.max_line_length.as_u64() as usize,
+            idle_timeout: limits.pop3_idle_timeout.as_duration(),
+            allow_plaintext_auth: config.tls.allow_plaintext_auth,
+            expire: config.pop3.expire,
+            login_delay: config.pop3.login_delay.as_duration(),
+        };
         for (service, listener) in self.listeners {
-            let role = match service {
-                Service::Smtp => Role::Inbound,
-                Service::Submission => Role::Submission,
-                Service::Submissions => Role::Submissions,
-                other => {
+            let smtp = |role| -> Arc<dyn Handler> {
+                Arc::new(SmtpService::new(
+                    role,
+                    settings.clone(),
+                    self.context.clone(),
+                    self.policy.clone(),
+                    Some(self.tls.clone()),
+                ))
+            };
+            let handler: Arc<dyn Handler> = match service {
+                Service::Smtp => smtp(Role::Inbound),
+                Service::Submission => smtp(Role::Submission),
+                Service::Submissions => smtp(Role::Submissions),
+                Service::Pop3 | Service::Pop3s => Arc::new(Pop3Service::new(
+                    service.name(),
+                    pop3.clone(),
+                    self.context.store.clone(),
+                    self.policy.clone(),
+                    Some(self.tls.clone()),
+                    maildrops.clone(),
+                )),
+                other @ (Service::Imap | Service::Imaps) => {
                     tracing::warn!(
                         service = other.name(),
                         "not served yet by this version; listener closed"
@@ -379,13 +406,6 @@ impl Server {
                     continue;
                 }
             };
-            let handler: Arc<dyn Handler> = Arc::new(SmtpService::new(
-                role,
-                settings.clone(),
-                self.context.clone(),
-                self.policy.clone(),
-                Some(self.tls.clone()),
-            ));
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(ServerError::Listener)?;
             if let Ok(addr) = listener.local_addr() {

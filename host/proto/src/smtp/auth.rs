@@ -1,4 +1,4 @@
-//! The SASL exchanges of SMTP AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN.
+//! The SASL exchanges of SMTP AUTH (RFC 4954): PLAIN (RFC 4616) and LOGIN, as SMTP words them.
 //!
 //! ```text
 //! AUTH PLAIN <ir>              -> credentials
@@ -6,36 +6,25 @@
 //! AUTH LOGIN <user> -> 334 Password:           <password> -> credentials
 //! AUTH LOGIN        -> 334 Username: <user> -> 334 Password: <password> -> credentials
 //! ```
-//! A response `*` cancels (`501 5.0.0`); an initial response `=` is empty; undecodable base64,
-//! invalid UTF-8, control characters in a name or a malformed PLAIN message get `501 5.5.2`.
-//! The password only ever lives in a [`Secret`].
+//! The steps are [`crate::sasl`]'s, shared with POP3; this file maps them to replies. A response
+//! `*` cancels (`501 5.0.0`); an initial response `=` is empty; undecodable base64, invalid
+//! UTF-8, control characters in a name or a malformed PLAIN message get `501 5.5.2`.
 
+// The tests below (as they were before the move to `crate::sasl`) encode with these.
+#[cfg(test)]
 use base64::Engine as _;
+#[cfg(test)]
 use base64::engine::general_purpose::STANDARD;
-use wasmail_types::{Reply, Secret};
+use wasmail_types::Reply;
+
+pub(crate) use crate::sasl::Credentials;
+use crate::sasl::{self, Challenge, Step};
 
 use super::Mechanism;
 use super::reply;
 
-/// What the client proved it knows, for [`super::Event::Auth`].
-#[derive(Debug)]
-pub(crate) struct Credentials {
-    pub(crate) mechanism: Mechanism,
-    pub(crate) authzid: Option<String>,
-    pub(crate) identity: String,
-    pub(crate) secret: Secret<String>,
-}
-
-/// An exchange waiting for the client's next response line.
-#[derive(Debug)]
-pub(crate) enum AuthExchange {
-    /// `334 ` was sent for PLAIN.
-    PlainResponse,
-    /// `334 VXNlcm5hbWU6` was sent.
-    LoginUsername,
-    /// `334 UGFzc3dvcmQ6` was sent; the user name is known.
-    LoginPassword { username: String },
-}
+/// An exchange waiting for the client's next response line (`334` was sent).
+pub(crate) type AuthExchange = sasl::Exchange;
 
 /// What a step of the exchange leads to.
 #[derive(Debug)]
@@ -51,105 +40,35 @@ pub(crate) enum AuthStep {
 
 /// Starts an exchange for `AUTH <mechanism> [initial]`.
 pub(crate) fn start(mechanism: Mechanism, initial: Option<&str>) -> AuthStep {
-    match (mechanism, initial) {
-        (Mechanism::Plain, None) => {
-            AuthStep::Challenge(reply::challenge(""), AuthExchange::PlainResponse)
-        }
-        (Mechanism::Login, None) => {
-            AuthStep::Challenge(reply::challenge_username(), AuthExchange::LoginUsername)
-        }
-        (_, Some(ir)) => {
-            let exchange = match mechanism {
-                Mechanism::Plain => AuthExchange::PlainResponse,
-                Mechanism::Login => AuthExchange::LoginUsername,
-            };
-            respond(exchange, ir.as_bytes(), true)
-        }
-    }
+    step(sasl::start(mechanism, initial.map(str::as_bytes)))
 }
 
 /// The client's response line (without its line end) to the exchange's challenge.
 /// `initial`: it came as the initial response of the AUTH command, where `=` means empty.
 pub(crate) fn respond(exchange: AuthExchange, line: &[u8], initial: bool) -> AuthStep {
-    if line == b"*" {
-        return AuthStep::Failed {
+    step(sasl::respond(exchange, line, initial))
+}
+
+fn step(step: Step) -> AuthStep {
+    match step {
+        Step::Challenge(challenge, exchange) => {
+            let r = match challenge {
+                Challenge::Empty => reply::challenge(""),
+                Challenge::Username => reply::challenge_username(),
+                Challenge::Password => reply::challenge_password(),
+            };
+            AuthStep::Challenge(r, exchange)
+        }
+        Step::Done(c) => AuthStep::Done(c),
+        Step::Cancelled => AuthStep::Failed {
             reply: reply::auth_cancelled(),
             error: false,
-        };
-    }
-    let decoded = if initial && line == b"=" {
-        Ok(Vec::new())
-    } else {
-        STANDARD
-            .decode(line)
-            .map_err(|_| failed("Invalid base64 in authentication response"))
-    };
-    let decoded = match decoded {
-        Ok(d) => d,
-        Err(f) => return f,
-    };
-    match exchange {
-        AuthExchange::PlainResponse => match plain(&decoded) {
-            Ok(c) => AuthStep::Done(c),
-            Err(f) => f,
         },
-        AuthExchange::LoginUsername => match name(decoded) {
-            Ok(username) => AuthStep::Challenge(
-                reply::challenge_password(),
-                AuthExchange::LoginPassword { username },
-            ),
-            Err(f) => f,
-        },
-        AuthExchange::LoginPassword { username } => match String::from_utf8(decoded) {
-            Ok(password) => AuthStep::Done(Credentials {
-                mechanism: Mechanism::Login,
-                authzid: None,
-                identity: username,
-                secret: Secret::new(password),
-            }),
-            Err(_) => failed("Password is not UTF-8"),
+        Step::Malformed(why) => AuthStep::Failed {
+            reply: reply::bad_auth_response(why),
+            error: true,
         },
     }
-}
-
-fn failed(why: &str) -> AuthStep {
-    AuthStep::Failed {
-        reply: reply::bad_auth_response(why),
-        error: true,
-    }
-}
-
-/// A user name: non-empty UTF-8 without control characters (it will be logged).
-fn name(decoded: Vec<u8>) -> Result<String, AuthStep> {
-    match String::from_utf8(decoded) {
-        Ok(s) if !s.is_empty() && !s.chars().any(char::is_control) => Ok(s),
-        _ => Err(failed("Malformed user name")),
-    }
-}
-
-/// RFC 4616: `[authzid] NUL authcid NUL passwd`, UTF-8, authcid and passwd non-empty.
-fn plain(decoded: &[u8]) -> Result<Credentials, AuthStep> {
-    let mut parts = decoded.split(|&b| b == 0);
-    let (Some(authzid), Some(authcid), Some(passwd), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(failed("Malformed PLAIN response"));
-    };
-    let identity = name(authcid.to_vec())?;
-    let authzid = match authzid {
-        [] => None,
-        z => Some(name(z.to_vec())?).filter(|z| *z != identity),
-    };
-    let password = match std::str::from_utf8(passwd) {
-        Ok(p) if !p.is_empty() => p.to_owned(),
-        _ => return Err(failed("Malformed PLAIN response")),
-    };
-    Ok(Credentials {
-        mechanism: Mechanism::Plain,
-        authzid,
-        identity,
-        secret: Secret::new(password),
-    })
 }
 
 #[cfg(test)]

@@ -382,13 +382,7 @@ fn parse_auth(args: &str) -> Result<Command, Reply> {
     if words.next().is_some() {
         return Err(reply::syntax(AUTH_USAGE));
     }
-    let mechanism = if mechanism.eq_ignore_ascii_case("PLAIN") {
-        Some(Mechanism::Plain)
-    } else if mechanism.eq_ignore_ascii_case("LOGIN") {
-        Some(Mechanism::Login)
-    } else {
-        None
-    };
+    let mechanism = Mechanism::parse(mechanism);
     Ok(Command::Auth { mechanism, initial })
 }
 

@@ -13,6 +13,7 @@
 use wasmail_types::Reply;
 
 use super::{CHUNK_SIZE, Event, Progress, Session, SessionConfig};
+use crate::fuzzing::Reads;
 
 /// The first bytes of the input choose the configuration and the driver's behaviour; the
 /// rest is the client's byte stream.
@@ -39,7 +40,7 @@ pub fn run(data: &[u8]) {
         vrfy: false,
     };
     let refuse = byte(1);
-    let mut seed = u32::from(byte(2)) << 8 | u32::from(byte(3)) | 1;
+    let mut reads = Reads::new(byte(2), byte(3));
     let stream = data.get(4..).unwrap_or_default();
     let max_message = config.max_message_size;
     let line_limit = config.max_line_length;
@@ -69,13 +70,9 @@ pub fn run(data: &[u8]) {
                 if fed >= stream.len() {
                     break;
                 }
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                let piece = 1 + (seed as usize % 700);
-                let end = (fed + piece).min(stream.len());
-                session.feed(stream.get(fed..end).unwrap_or_default());
-                fed = end;
+                let piece = reads.next_piece(stream, fed);
+                session.feed(piece);
+                fed += piece.len();
             }
             Progress::Close => break,
             Progress::AwaitingAnswer => panic!("AwaitingAnswer with every decision answered"),
@@ -170,32 +167,7 @@ const TOKENS: &[&[u8]] = &[
 ];
 
 /// A pseudo-random client stream (with the 4 configuration bytes [`run`] reads first) from
-/// `seed`: SMTP tokens, random bytes and occasional long runs.
+/// `seed`: SMTP tokens, random bytes and occasional long runs ([`crate::fuzzing::generate`]).
 pub fn generate(seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut rand = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut out: Vec<u8> = (0..4).map(|_| rand() as u8).collect();
-    let pieces = rand() % 40;
-    for _ in 0..pieces {
-        match rand() % 10 {
-            0 => {
-                let n = rand() % 16;
-                out.extend((0..n).map(|_| rand() as u8));
-            }
-            1 if rand() % 8 == 0 => {
-                let n = 400 + rand() % 3000;
-                out.extend(std::iter::repeat_n(b'x', n as usize));
-            }
-            _ => {
-                let i = (rand() % TOKENS.len() as u64) as usize;
-                out.extend_from_slice(TOKENS.get(i).copied().unwrap_or_default());
-            }
-        }
-    }
-    out
+    crate::fuzzing::generate(seed, 4, TOKENS)
 }

@@ -78,6 +78,9 @@ mod tests;
 
 pub use session::Session;
 
+/// The SASL mechanisms offered (`AUTH PLAIN LOGIN`): the ones every protocol shares.
+pub use crate::sasl::Mechanism;
+
 use wasmail_types::{ForwardPath, Reply, ReversePath, Secret};
 
 /// Message content is handed to the driver at least every this many octets (and whenever the
@@ -192,15 +195,6 @@ pub enum DataKind {
     Data,
     /// BDAT (RFC 3030 CHUNKING): counted octets.
     Bdat,
-}
-
-/// The SASL mechanisms offered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mechanism {
-    /// RFC 4616.
-    Plain,
-    /// The de-facto `LOGIN` (draft-murchison-sasl-login).
-    Login,
 }
 
 /// `BODY=` (RFC 1652 / 6152).

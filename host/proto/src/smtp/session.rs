@@ -24,6 +24,7 @@ use super::{
     SessionConfig, Transaction,
 };
 use crate::line::{Line, LineReader, strip_line_end};
+use crate::sanitize_hostname;
 
 /// What the session waits for.
 #[derive(Debug)]
@@ -964,22 +965,4 @@ impl Session {
 /// The reply to everything but QUIT after a 554 greeting.
 fn quit_only() -> Reply {
     reply::bad_sequence("Service not available, send QUIT")
-}
-
-/// The hostname as it may appear in replies: no controls or spaces, at most 255 octets.
-fn sanitize_hostname(name: &str) -> String {
-    let mut out = String::new();
-    for c in name
-        .chars()
-        .filter(|c| !c.is_control() && !c.is_whitespace())
-    {
-        if out.len() + c.len_utf8() > 255 {
-            break;
-        }
-        out.push(c);
-    }
-    if out.is_empty() {
-        out.push_str("localhost");
-    }
-    out
 }

@@ -78,6 +78,10 @@ fn fully_populated() -> Config {
             servers: vec![SocketAddr::from(([192, 0, 2, 53], 53))],
             timeout: TimeSpan::from_millis(1500),
         },
+        pop3: Pop3Config {
+            expire: Pop3Expire::Days(30),
+            login_delay: TimeSpan::from_secs(60),
+        },
         plugins: vec![PluginConfig {
             name: "spam-rules".to_owned(),
             file: PathBuf::from("/usr/lib/wasmail/spam-rules.wasm"),

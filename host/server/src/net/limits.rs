@@ -42,6 +42,16 @@ pub enum LimitHit {
     PerIp,
 }
 
+impl LimitHit {
+    /// What a refused client is told (each protocol wraps it in its own reply syntax).
+    pub fn reason(self) -> &'static str {
+        match self {
+            LimitHit::Total => "Too many connections",
+            LimitHit::PerIp => "Too many connections from your address",
+        }
+    }
+}
+
 impl ConnectionLimiter {
     /// At most `max_total` connections at once, at most `max_per_ip` from one address. Zero
     /// refuses everything (config validation rejects zero).

@@ -7,19 +7,11 @@ use wasmail_proto::smtp::{Event, Progress, Session};
 use wasmail_types::{AuthAnswer, ClientInfo, Reply, Verdict};
 
 use super::SmtpService;
-use super::transaction::{Answer, Context, Transaction, judge};
+use super::transaction::{Answer, Context, Transaction, judge, temporary_failure};
 use crate::net::Connection;
 use crate::policy::PolicySession;
 use crate::wire::{Turn, Wire, blocking};
 use wasmail_plugin::Hook;
-
-fn temporary_failure() -> Reply {
-    Reply::fixed(
-        451,
-        (4, 3, 0),
-        "Local error in processing, please try again later",
-    )
-}
 
 /// One connection's state beside the protocol session.
 struct Conversation {

@@ -24,7 +24,7 @@ use wasmail_proto::smtp::SessionConfig;
 use wasmail_types::ClientInfo;
 
 use crate::net::{Connection, Handler, LimitHit, TlsManager};
-use crate::policy::Policy;
+use crate::policy::{Policy, passwords_allowed};
 pub use transaction::Context;
 
 /// Which SMTP service a listener provides.
@@ -90,9 +90,7 @@ impl SmtpService {
         match self.role {
             Role::Inbound => (false, false),
             Role::Submission | Role::Submissions => {
-                let secure = client.tls.is_some()
-                    || client.is_loopback()
-                    || self.settings.allow_plaintext_auth;
+                let secure = passwords_allowed(client, self.settings.allow_plaintext_auth);
                 (secure, !secure)
             }
         }
@@ -121,13 +119,10 @@ impl Handler for SmtpService {
     }
 
     fn refusal(&self, hit: LimitHit) -> Vec<u8> {
-        let why = match hit {
-            LimitHit::Total => "Too many connections",
-            LimitHit::PerIp => "Too many connections from your address",
-        };
         format!(
-            "421 4.7.0 {} {why}, try again later\r\n",
-            self.context.hostname
+            "421 4.7.0 {} {}, try again later\r\n",
+            self.context.hostname,
+            hit.reason()
         )
         .into_bytes()
     }

@@ -123,7 +123,8 @@ impl std::fmt::Debug for Transaction {
     }
 }
 
-fn temporary_failure() -> Reply {
+/// `451 4.3.0`: something on our side failed; the client keeps the message and retries.
+pub(super) fn temporary_failure() -> Reply {
     Reply::fixed(
         451,
         (4, 3, 0),

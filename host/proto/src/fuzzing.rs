@@ -1,0 +1,121 @@
+//! What the protocols' fuzz drivers (`smtp::fuzzing`, `pop3::fuzzing`) share: the xorshift
+//! generators, the cutting of a client stream into reads, and the generator of pseudo-random
+//! client streams from protocol tokens. Deterministic, dependency-free, not cryptographic.
+
+/// Marsaglia's xorshift32 (13, 17, 5): cheap pseudo-random numbers from a small seed.
+#[derive(Clone, Debug)]
+pub struct Xorshift32(u32);
+
+impl Xorshift32 {
+    /// A generator from `seed` (made odd, so never the all-zero state).
+    pub fn new(seed: u32) -> Xorshift32 {
+        Xorshift32(seed | 1)
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0
+    }
+}
+
+/// Marsaglia's xorshift64 (13, 7, 17).
+#[derive(Clone, Debug)]
+pub struct Xorshift64(u64);
+
+impl Xorshift64 {
+    /// A generator from `seed`, spread by the golden ratio so neighbouring seeds diverge.
+    pub fn new(seed: u64) -> Xorshift64 {
+        Xorshift64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The sizes of the reads a client stream arrives in: 1..=700 octets each.
+#[derive(Clone, Debug)]
+pub struct Reads(Xorshift32);
+
+impl Reads {
+    /// Read sizes seeded by two input bytes.
+    pub fn new(high: u8, low: u8) -> Reads {
+        Reads(Xorshift32::new(u32::from(high) << 8 | u32::from(low)))
+    }
+
+    /// The next piece of `stream` after the first `fed` octets (empty at the end).
+    pub fn next_piece<'a>(&mut self, stream: &'a [u8], fed: usize) -> &'a [u8] {
+        let piece = 1 + (self.0.next_u32() as usize % 700);
+        let end = fed.saturating_add(piece).min(stream.len());
+        stream.get(fed..end).unwrap_or_default()
+    }
+}
+
+/// A pseudo-random client stream from `seed`: `header` random octets (the fuzz drivers read
+/// their configuration there), then up to 39 pieces, each a token, a few random octets, or
+/// (rarely) a long run of `x` that overflows any command line.
+pub fn generate(seed: u64, header: usize, tokens: &[&[u8]]) -> Vec<u8> {
+    let mut rng = Xorshift64::new(seed);
+    let mut rand = move || rng.next_u64();
+    let mut out: Vec<u8> = (0..header).map(|_| rand() as u8).collect();
+    let pieces = rand() % 40;
+    for _ in 0..pieces {
+        match rand() % 10 {
+            0 => {
+                let n = rand() % 16;
+                out.extend((0..n).map(|_| rand() as u8));
+            }
+            1 if rand() % 8 == 0 => {
+                let n = 400 + rand() % 3000;
+                out.extend(std::iter::repeat_n(b'x', n as usize));
+            }
+            _ if tokens.is_empty() => {}
+            _ => {
+                let i = (rand() % tokens.len() as u64) as usize;
+                out.extend_from_slice(tokens.get(i).copied().unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generators_are_deterministic_and_never_stuck_at_zero() {
+        let mut a = Xorshift32::new(0);
+        assert_ne!(a.next_u32(), 0);
+        let mut b = Xorshift64::new(0);
+        assert_ne!(b.next_u64(), 0);
+        assert_eq!(
+            generate(42, 4, &[b"A", b"B"]),
+            generate(42, 4, &[b"A", b"B"])
+        );
+        assert!(generate(42, 4, &[]).len() >= 4);
+    }
+
+    #[test]
+    fn reads_cover_the_stream_in_order() {
+        let stream: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let mut reads = Reads::new(1, 2);
+        let mut fed = 0;
+        let mut out = Vec::new();
+        loop {
+            let piece = reads.next_piece(&stream, fed);
+            if piece.is_empty() {
+                break;
+            }
+            assert!(piece.len() <= 700);
+            out.extend_from_slice(piece);
+            fed += piece.len();
+        }
+        assert_eq!(out, stream);
+    }
+}

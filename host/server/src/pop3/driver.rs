@@ -1,0 +1,210 @@
+//! The POP3 driver: pumps bytes between the socket and the sans-I/O session, and answers its
+//! events through the authenticators and the maildrop (on blocking threads).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmail_proto::pop3::{Event, LoginFailure, Progress, Session};
+use wasmail_types::{AuthAnswer, ClientInfo};
+
+use super::Pop3Service;
+use super::maildrop::{Maildrop, OpenError};
+use crate::net::Connection;
+use crate::wire::{Dialogue, Turn, Wire, blocking};
+
+impl Dialogue for Session {
+    fn feed(&mut self, bytes: &[u8]) {
+        Session::feed(self, bytes);
+    }
+    fn has_output(&self) -> bool {
+        Session::has_output(self)
+    }
+    fn take_output(&mut self) -> Vec<u8> {
+        Session::take_output(self)
+    }
+}
+
+/// How long a failed login waits before its answer: brute force gets slow, people do not notice.
+const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
+
+pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
+    let Connection {
+        stream,
+        peer,
+        local,
+        tls,
+        shutdown,
+        permit,
+        ..
+    } = conn;
+    let _permit = permit;
+    let mut client = ClientInfo::new(peer, local);
+    client.tls = tls;
+    let mut session = Session::new(service.session_config(&client), client.tls.is_some());
+    let mut wire = Wire::new(stream, service.settings.idle_timeout);
+    // Held from login to the end of the session (the POP3 lock goes with it).
+    let mut maildrop: Option<Maildrop> = None;
+    session.greet();
+    loop {
+        match session.next() {
+            Progress::NeedInput => match wire.turn(&mut session, Some(&shutdown)).await {
+                Turn::Fed => {}
+                Turn::Gone => break,
+                Turn::IdleTimeout => session.disconnect("Timeout, closing connection"),
+                // POP3 has no transaction to finish: a session left mid-way keeps its mail
+                // (RFC 1939: no UPDATE without QUIT).
+                Turn::Shutdown => session.disconnect("Server shutting down"),
+            },
+            Progress::Close => {
+                let _ = wire.flush(&mut session).await;
+                break;
+            }
+            Progress::AwaitingAnswer => {
+                tracing::error!("POP3 session waits for an answer the driver did not give");
+                break;
+            }
+            Progress::Event(Event::Login {
+                mechanism,
+                authzid,
+                user,
+                secret,
+            }) => {
+                if authzid.as_ref().is_some_and(|z| *z != user) {
+                    tracing::info!(
+                        identity = user,
+                        "login refused: authorization identity differs"
+                    );
+                    tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+                    session.login_failed(LoginFailure::Credentials);
+                    continue;
+                }
+                let s = service.clone();
+                let who = client.clone();
+                // USER/PASS carries a password like SASL PLAIN; authenticators know PLAIN.
+                let mech = match mechanism {
+                    wasmail_proto::pop3::Mechanism::Login => "LOGIN",
+                    _ => "PLAIN",
+                };
+                let opened = blocking(move || {
+                    let answer = s.policy.session().authenticate(mech, &user, &secret, &who);
+                    match answer {
+                        AuthAnswer::Accepted(account) => {
+                            let drop = s.maildrops.open(
+                                s.store.as_ref(),
+                                &account,
+                                s.settings.login_delay,
+                            );
+                            Ok((account, drop))
+                        }
+                        AuthAnswer::TemporaryFailure => Err(LoginFailure::Temporary),
+                        AuthAnswer::Rejected | AuthAnswer::NotMine => {
+                            tracing::info!(identity = user, "login failed");
+                            Err(LoginFailure::Credentials)
+                        }
+                    }
+                })
+                .await;
+                match opened {
+                    Some(Ok((account, Ok(drop)))) => {
+                        tracing::Span::current().record("account", account.as_str());
+                        tracing::info!(messages = drop.listing().len(), "logged in");
+                        session.logged_in(account, drop.listing());
+                        maildrop = Some(drop);
+                    }
+                    Some(Ok((account, Err(e)))) => {
+                        let failure = match e {
+                            OpenError::InUse => LoginFailure::InUse,
+                            OpenError::TooSoon => LoginFailure::LoginDelay,
+                            OpenError::Store(e) => {
+                                tracing::error!(account, error = %e, "cannot open the maildrop");
+                                LoginFailure::Temporary
+                            }
+                        };
+                        tracing::info!(account, ?failure, "maildrop not opened");
+                        session.login_failed(failure);
+                    }
+                    Some(Err(LoginFailure::Credentials)) => {
+                        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+                        session.login_failed(LoginFailure::Credentials);
+                    }
+                    Some(Err(failure)) => session.login_failed(failure),
+                    None => session.login_failed(LoginFailure::Temporary),
+                }
+            }
+            Progress::Event(Event::Retrieve { number, lines }) => {
+                let Some(mut drop) = maildrop.take() else {
+                    session.message_unavailable();
+                    continue;
+                };
+                let result = blocking(move || {
+                    let r = drop.read(number, lines.is_none());
+                    (drop, r)
+                })
+                .await;
+                match result {
+                    Some((drop, Ok(content))) => {
+                        maildrop = Some(drop);
+                        session.message(&content);
+                        // A message is sent as soon as it is read, not held for the rest of a
+                        // pipelined batch: queued output stays one message big.
+                        if wire.flush(&mut session).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some((drop, Err(e))) => {
+                        maildrop = Some(drop);
+                        tracing::info!(number, error = %e, "message unavailable");
+                        session.message_unavailable();
+                    }
+                    None => session.message_unavailable(),
+                }
+            }
+            Progress::Event(Event::Update { deleted }) => {
+                let Some(drop) = maildrop.take() else {
+                    session.updated(true);
+                    continue;
+                };
+                let expire = service.settings.expire;
+                let count = deleted.len();
+                let ok = blocking(move || {
+                    let now = wasmail_types::mail::InternalDate::now().unix_seconds;
+                    // The maildrop (and with it the POP3 lock) is released after the update.
+                    drop.update(&deleted, expire, now)
+                })
+                .await;
+                match ok {
+                    Some(Ok(())) => {
+                        tracing::info!(deleted = count, "update done");
+                        session.updated(true);
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "update failed");
+                        session.updated(false);
+                    }
+                    None => session.updated(false),
+                }
+            }
+            Progress::Event(Event::StartTls) => {
+                let Some(tls) = service.tls.clone() else {
+                    break;
+                };
+                if wire.flush(&mut session).await.is_err() {
+                    break;
+                }
+                match wire.start_tls(&tls).await {
+                    Ok(info) => {
+                        tracing::info!(protocol = info.protocol, cipher = info.cipher, "STLS");
+                        client.tls = Some(info);
+                        let (plain, needs_tls) = service.plaintext_auth(&client);
+                        session.tls_started(plain, needs_tls);
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "TLS handshake failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    wire.close().await;
+}
