@@ -354,6 +354,8 @@ pub struct Pop3Config {
     pub expire: Pop3Expire,
     /// RFC 2449 LOGIN-DELAY: the least time between two POP3 logins to one account.
     pub login_delay: TimeSpan,
+    /// Per-account exceptions (`[pop3.accounts."alice@example.org"]`), keyed by account address.
+    pub accounts: std::collections::BTreeMap<String, Pop3AccountPolicy>,
 }
 
 impl Default for Pop3Config {
@@ -361,8 +363,36 @@ impl Default for Pop3Config {
         Self {
             expire: Pop3Expire::Never,
             login_delay: TimeSpan::ZERO,
+            accounts: std::collections::BTreeMap::new(),
         }
     }
+}
+
+impl Pop3Config {
+    /// The policy for one account: its exceptions over the defaults above.
+    pub fn for_account(&self, account: &str) -> (Pop3Expire, TimeSpan) {
+        let exception = self
+            .accounts
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(account))
+            .map(|(_, p)| p);
+        (
+            exception.and_then(|p| p.expire).unwrap_or(self.expire),
+            exception
+                .and_then(|p| p.login_delay)
+                .unwrap_or(self.login_delay),
+        )
+    }
+}
+
+/// One account's exceptions to the `[pop3]` policy; what it leaves out follows `[pop3]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3AccountPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire: Option<Pop3Expire>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_delay: Option<TimeSpan>,
 }
 
 /// `expire = "never"` or a number of days (`0`: downloaded mail is removed when the session

@@ -373,8 +373,7 @@ impl Server {
             max_line_length: limits.max_line_length.as_u64() as usize,
             idle_timeout: limits.pop3_idle_timeout.as_duration(),
             allow_plaintext_auth: config.tls.allow_plaintext_auth,
-            expire: config.pop3.expire,
-            login_delay: config.pop3.login_delay.as_duration(),
+            policy: config.pop3.clone(),
         };
         for (service, listener) in self.listeners {
             let smtp = |role| -> Arc<dyn Handler> {

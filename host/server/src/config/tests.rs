@@ -81,6 +81,14 @@ fn fully_populated() -> Config {
         pop3: Pop3Config {
             expire: Pop3Expire::Days(30),
             login_delay: TimeSpan::from_secs(60),
+            accounts: [(
+                "kiosk@example.org".to_owned(),
+                Pop3AccountPolicy {
+                    expire: Some(Pop3Expire::Days(0)),
+                    login_delay: Some(TimeSpan::from_mins(15)),
+                },
+            )]
+            .into(),
         },
         plugins: vec![PluginConfig {
             name: "spam-rules".to_owned(),
@@ -593,4 +601,22 @@ fn excerpts_count_columns_in_characters_and_drop_carriage_returns() {
         "{}",
         error.excerpt
     );
+}
+
+#[test]
+fn pop3_account_exceptions_override_the_defaults() -> TestResult {
+    let config = parse(concat!(
+        "[pop3]\nexpire = 7\nlogin_delay = \"1m\"\n",
+        "[pop3.accounts.\"Kiosk@Example.org\"]\nexpire = \"never\"\n",
+    ))?;
+    assert_eq!(
+        config.pop3.for_account("kiosk@example.org"),
+        (Pop3Expire::Never, TimeSpan::from_mins(1))
+    );
+    assert_eq!(
+        config.pop3.for_account("other@example.org"),
+        (Pop3Expire::Days(7), TimeSpan::from_mins(1))
+    );
+    assert!(parse("[pop3]\nexpire = \"sometimes\"\n").is_err());
+    Ok(())
 }

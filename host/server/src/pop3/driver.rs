@@ -44,6 +44,8 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
     let mut wire = Wire::new(stream, service.settings.idle_timeout);
     // Held from login to the end of the session (the POP3 lock goes with it).
     let mut maildrop: Option<Maildrop> = None;
+    // The account's EXPIRE policy, known from its login.
+    let mut expire = service.settings.policy.expire;
     session.greet();
     loop {
         match session.next() {
@@ -89,12 +91,11 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                     let answer = s.policy.session().authenticate(mech, &user, &secret, &who);
                     match answer {
                         AuthAnswer::Accepted(account) => {
-                            let drop = s.maildrops.open(
-                                s.store.as_ref(),
-                                &account,
-                                s.settings.login_delay,
-                            );
-                            Ok((account, drop))
+                            let (expire, delay) = s.settings.policy.for_account(&account);
+                            let drop =
+                                s.maildrops
+                                    .open(s.store.as_ref(), &account, delay.as_duration());
+                            Ok((account, drop.map(|d| (d, expire))))
                         }
                         AuthAnswer::TemporaryFailure => Err(LoginFailure::Temporary),
                         AuthAnswer::Rejected | AuthAnswer::NotMine => {
@@ -105,11 +106,12 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                 })
                 .await;
                 match opened {
-                    Some(Ok((account, Ok(drop)))) => {
+                    Some(Ok((account, Ok((drop, account_expire))))) => {
                         tracing::Span::current().record("account", account.as_str());
                         tracing::info!(messages = drop.listing().len(), "logged in");
                         session.logged_in(account, drop.listing());
                         maildrop = Some(drop);
+                        expire = account_expire;
                     }
                     Some(Ok((account, Err(e)))) => {
                         let failure = match e {
@@ -164,7 +166,6 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                     session.updated(true);
                     continue;
                 };
-                let expire = service.settings.expire;
                 let count = deleted.len();
                 let ok = blocking(move || {
                     let now = wasmail_types::mail::InternalDate::now().unix_seconds;

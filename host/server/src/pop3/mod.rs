@@ -20,7 +20,7 @@ use std::time::Duration;
 use wasmail_proto::pop3::{Expire, SessionConfig};
 use wasmail_types::{ClientInfo, MailStore};
 
-use crate::config::Pop3Expire;
+use crate::config::{Pop3Config, Pop3Expire};
 use crate::net::{Connection, Handler, LimitHit, TlsManager};
 use crate::policy::{Policy, passwords_allowed};
 pub use maildrop::Maildrops;
@@ -32,8 +32,8 @@ pub struct Pop3Settings {
     pub max_line_length: usize,
     pub idle_timeout: Duration,
     pub allow_plaintext_auth: bool,
-    pub expire: Pop3Expire,
-    pub login_delay: Duration,
+    /// `[pop3]`: EXPIRE and LOGIN-DELAY, with per-account exceptions.
+    pub policy: Pop3Config,
 }
 
 /// One POP3 service (plain with STLS, or implicit TLS).
@@ -90,12 +90,15 @@ impl Pop3Service {
             stls: client.tls.is_none() && self.tls.is_some(),
             plaintext_auth,
             plaintext_needs_tls,
-            expire: Some(match self.settings.expire {
+            // CAPA announces the server-wide values; an account's exceptions apply at its login.
+            expire: Some(match self.settings.policy.expire {
                 Pop3Expire::Never => Expire::Never,
                 Pop3Expire::Days(d) => Expire::Days(d),
             }),
-            login_delay: (!self.settings.login_delay.is_zero())
-                .then(|| u32::try_from(self.settings.login_delay.as_secs()).unwrap_or(u32::MAX)),
+            login_delay: (!self.settings.policy.login_delay.is_zero()).then(|| {
+                u32::try_from(self.settings.policy.login_delay.as_millis() / 1000)
+                    .unwrap_or(u32::MAX)
+            }),
         }
     }
 }
