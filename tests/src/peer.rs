@@ -7,7 +7,11 @@
 //!        │                                               ─► $PEER_DIR/mail/userN/Maildir/new
 //!        ├── smtp_addr()          where to send
 //!        ├── maildir_count(user)  files in new/ + cur/: delivered to the mailbox, not just queued
-//!        └── Drop ── stop.sh, then the directory is removed
+//!        ├── pop3_addr()          Dovecot's POP3 as shipped (10110)
+//!        ├── start_tuned() ── tuned-start.sh ──► a second Dovecot on the same users and mail,
+//!        │        login processes in high-performance mode (POP3 11110, IMAP 11143);
+//!        │        TunedDovecot's Drop runs tuned-stop.sh
+//!        └── Drop ── tuned-stop.sh, stop.sh, then the directory is removed
 //! ```
 //!
 //! The stack listens on fixed ports (10025 SMTP, 10024 LMTP, 10143/10110/10993/10995 for
@@ -22,6 +26,10 @@ use std::process::{Child, Command, Stdio};
 
 /// The ports the peer stack's templates bind on 127.0.0.1.
 pub const PEER_PORTS: [u16; 6] = [10025, 10024, 10143, 10110, 10993, 10995];
+/// The ports the tuned Dovecot (`tuned-start.sh`) binds on 127.0.0.1: IMAP, POP3.
+pub const TUNED_PORTS: [u16; 2] = [11143, 11110];
+/// The password of every peer user (`user1`..`user100`, also as `userN@example.test`).
+pub const PASSWORD: &str = "pass";
 
 /// Why the peer stack cannot run here: `None` when it can (the scripts are there, Postfix and
 /// Dovecot are installed, and this process is root, which `start.sh` needs).
@@ -108,6 +116,10 @@ pub enum PeerError {
     /// `start.sh` succeeded but READY has no usable `smtp=` line.
     #[error("READY in {0} has no smtp port")]
     Ready(PathBuf),
+    /// `tuned-start.sh` failed, or its POP3 port never accepted a connection; its output and the
+    /// end of the tuned Dovecot's log say why.
+    #[error("tuned-start.sh failed ({status}):\n{output}")]
+    StartTuned { status: String, output: String },
 }
 
 /// A running peer stack in its own directory under /var/tmp; stopped and removed on drop.
@@ -144,10 +156,14 @@ impl Peer {
         // kernel closes when the process dies, zombie or not.
         let watchdog = Command::new("bash")
             .arg("-c")
-            .arg("cat >/dev/null; PEER_DIR=\"$1\" bash \"$2\" >/dev/null 2>&1; rm -rf -- \"$1\"")
+            .arg(
+                "cat >/dev/null; PEER_DIR=\"$1\" bash \"$3\" >/dev/null 2>&1; \
+                 PEER_DIR=\"$1\" bash \"$2\" >/dev/null 2>&1; rm -rf -- \"$1\"",
+            )
             .arg("wasmail-peer-watchdog")
             .arg(dir.path())
             .arg(scripts.join("stop.sh"))
+            .arg(scripts.join("tuned-stop.sh"))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -200,6 +216,71 @@ impl Peer {
         self.smtp
     }
 
+    /// Dovecot's POP3 listener as shipped (127.0.0.1:10110, plaintext USER/PASS allowed): users
+    /// `userN` or `userN@example.test`, N in 1..=100, password [`PASSWORD`].
+    pub fn pop3_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 10110))
+    }
+
+    /// Starts the second, tuned Dovecot (`tuned-start.sh`: login processes in high-performance
+    /// mode, pre-forked imap/pop3 processes) on the same users and Maildirs, and waits until its
+    /// POP3 port accepts connections. Stopped when the returned guard is dropped (and by the
+    /// peer's own drop or watchdog, should the guard be leaked). Refuses to start when one of
+    /// [`TUNED_PORTS`] is taken.
+    pub fn start_tuned(&self) -> Result<TunedDovecot<'_>, PeerError> {
+        let start = self.scripts.join("tuned-start.sh");
+        if !start.is_file() || !self.scripts.join("tuned-stop.sh").is_file() {
+            return Err(PeerError::Unavailable(format!(
+                "tuned-start.sh / tuned-stop.sh are not in {}",
+                self.scripts.display()
+            )));
+        }
+        for port in TUNED_PORTS {
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+                return Err(PeerError::PortInUse(
+                    port,
+                    self.scripts.display().to_string(),
+                ));
+            }
+        }
+        // From here on, dropping `tuned` runs tuned-stop.sh.
+        let tuned = TunedDovecot { peer: self };
+        let log_path = self.dir.path().join("tuned-start.log");
+        let log = std::fs::File::create(&log_path)?;
+        let status = Command::new("bash")
+            .arg(start)
+            .env("PEER_DIR", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()?;
+        // The script waits up to 10 s per port but does not fail when one never listens.
+        let listening = (0..50).any(|i| {
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            std::net::TcpStream::connect(tuned.pop3_addr()).is_ok()
+        });
+        if !status.success() || !listening {
+            let log = std::fs::read_to_string(self.dir.path().join("dovecot-tuned/dovecot.log"))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            return Err(PeerError::StartTuned {
+                status: if listening {
+                    status.to_string()
+                } else {
+                    format!("{status}, POP3 port {} not listening", TUNED_PORTS[1])
+                },
+                output: format!(
+                    "{}\n(end of the tuned Dovecot's log:)\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ),
+            });
+        }
+        Ok(tuned)
+    }
+
     /// The peer directory (config, queue, logs, mail).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -223,6 +304,15 @@ impl Drop for Peer {
         // The watchdog is not needed any more (its `cat` ends when the pipe closes with us).
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
+        // A tuned Dovecot whose guard was leaked (it says "not running" otherwise).
+        if self
+            .dir
+            .path()
+            .join("dovecot-tuned/run/master.pid")
+            .exists()
+        {
+            stop_tuned(&self.scripts, self.dir.path());
+        }
         let stop = Command::new("bash")
             .arg(self.scripts.join("stop.sh"))
             .env("PEER_DIR", self.dir.path())
@@ -238,6 +328,50 @@ impl Drop for Peer {
             ),
             Err(e) => eprintln!("cannot run the peer's stop.sh: {e}"),
         }
+    }
+}
+
+/// The tuned Dovecot of a [`Peer`] (`tuned-start.sh`), on the peer's users and Maildirs;
+/// stopped (`tuned-stop.sh`) on drop.
+#[derive(Debug)]
+pub struct TunedDovecot<'a> {
+    peer: &'a Peer,
+}
+
+impl TunedDovecot<'_> {
+    /// Its POP3 listener (127.0.0.1:11110): the peer's users and password.
+    pub fn pop3_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, TUNED_PORTS[1]))
+    }
+
+    /// Its IMAP listener (127.0.0.1:11143): the peer's users and password.
+    pub fn imap_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, TUNED_PORTS[0]))
+    }
+}
+
+impl Drop for TunedDovecot<'_> {
+    fn drop(&mut self) {
+        stop_tuned(&self.peer.scripts, self.peer.dir.path());
+    }
+}
+
+/// Runs `tuned-stop.sh` for the peer in `dir` (by PID; "not running" when it is not).
+fn stop_tuned(scripts: &Path, dir: &Path) {
+    let stop = Command::new("bash")
+        .arg(scripts.join("tuned-stop.sh"))
+        .env("PEER_DIR", dir)
+        .stdin(Stdio::null())
+        .output();
+    match stop {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => eprintln!(
+            "peer tuned-stop.sh failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => eprintln!("cannot run the peer's tuned-stop.sh: {e}"),
     }
 }
 

@@ -6,7 +6,7 @@
 //! `smtplib` gets `timeout=10`.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,6 +93,15 @@ pub fn base64(input: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A local IPv4 address that is not loopback (the UDP-connect trick: no packet is sent), for
+/// tests of what a server allows only on loopback; `None` on a machine without one.
+pub fn non_loopback_ipv4() -> Option<IpAddr> {
+    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 // ---------------------------------------------------------------------------------------------

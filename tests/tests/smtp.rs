@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,8 @@ use wasmail_e2e::server::{HOSTNAME, TestServer, without_trace};
 use wasmail_e2e::smtp::{
     ALICE, ALICE_PW, AS_ALICE, BOB, CAROL, Client, ESMTPSA, SENDER, Send, assert_contains,
     assert_still_serves, assert_trace, base64, has_line, has_word, header_of, inbox_is, mailbox_is,
-    only_message_is, out, received, sample_message, start, start_configured, with_users,
+    non_loopback_ipv4, only_message_is, out, received, sample_message, start, start_configured,
+    with_users,
 };
 use wasmail_plugin::{Grants, PluginSpec, WasmSource};
 
@@ -55,14 +56,6 @@ fn guest_filter(name: &str, wasm: &'static [u8]) -> PluginSpec {
         ..Grants::default()
     };
     spec
-}
-
-/// A local IPv4 address that is not loopback (the UDP-connect trick: no packet is sent).
-fn non_loopback_ipv4() -> Option<IpAddr> {
-    let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
-    socket.connect("192.0.2.1:9").ok()?;
-    let ip = socket.local_addr().ok()?.ip();
-    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 /// Alice submits one sample message per `(mech, subject)` to bob through `service` with smtplib

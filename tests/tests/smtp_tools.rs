@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tempfile::NamedTempFile;
 use wasmail::Service;
@@ -14,33 +14,7 @@ use wasmail_e2e::smtp::{
     ALICE, ALICE_PW, AS_ALICE, BOB, ESMTPSA, SENDER, assert_contains, assert_trace, inbox_is,
     only_message, only_message_is, sample_message, start,
 };
-
-/// Fails the test (never skips) when `tool` is not installed.
-fn require(tool: &str, package: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stdout.is_empty());
-    assert!(
-        found,
-        "`{tool}` is not installed: install the Debian package `{package}` \
-         (apt-get install {package})"
-    );
-}
-
-/// Runs a tool; returns (exit code, stdout + stderr).
-fn run(cmd: &mut Command) -> (i32, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut text = String::from_utf8_lossy(&stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&stderr));
-    (status.code().unwrap_or(-1), text)
-}
+use wasmail_e2e::{require, run};
 
 /// `message` in a temp file, for a tool to read.
 fn message_file(message: &[u8]) -> NamedTempFile {
