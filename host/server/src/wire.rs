@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use wasmail_types::TlsInfo;
+use wasmail_types::{ClientInfo, TlsInfo};
 
-use crate::net::{Stream, TlsManager};
+use crate::net::{Connection, ConnectionPermit, Stream, TlsManager};
 
 /// Bytes read per call: also the most a session is fed at once.
 const READ_SIZE: usize = 64 * 1024;
@@ -71,6 +71,8 @@ pub struct Wire {
     stream: Option<Stream>,
     buf: Box<[u8]>,
     idle: Duration,
+    /// The connection's slot in the limiter, held as long as the socket.
+    _permit: Option<ConnectionPermit>,
 }
 
 impl Wire {
@@ -79,7 +81,29 @@ impl Wire {
             stream: Some(stream),
             buf: vec![0; READ_SIZE].into_boxed_slice(),
             idle,
+            _permit: None,
         }
+    }
+
+    /// Takes over an accepted connection: its socket (and limiter slot), who is on the other
+    /// end as far as the connection tells (address, implicit TLS), and the shutdown signal.
+    pub fn open(conn: Connection, idle: Duration) -> (Wire, ClientInfo, CancellationToken) {
+        let Connection {
+            stream,
+            peer,
+            local,
+            tls,
+            shutdown,
+            permit,
+            ..
+        } = conn;
+        let mut client = ClientInfo::new(peer, local);
+        client.tls = tls;
+        let wire = Wire {
+            _permit: Some(permit),
+            ..Wire::new(stream, idle)
+        };
+        (wire, client, shutdown)
     }
 
     /// Waits for bytes, at most the idle timeout; returns early on shutdown if `shutdown` is given.

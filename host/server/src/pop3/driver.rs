@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmail_proto::pop3::{Event, LoginFailure, Progress, Session};
-use wasmail_types::{AuthAnswer, ClientInfo};
+use wasmail_types::AuthAnswer;
 
 use super::Pop3Service;
 use super::maildrop::{Maildrop, OpenError};
@@ -28,20 +28,8 @@ impl Dialogue for Session {
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
 
 pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
-    let Connection {
-        stream,
-        peer,
-        local,
-        tls,
-        shutdown,
-        permit,
-        ..
-    } = conn;
-    let _permit = permit;
-    let mut client = ClientInfo::new(peer, local);
-    client.tls = tls;
+    let (mut wire, mut client, shutdown) = Wire::open(conn, service.settings.idle_timeout);
     let mut session = Session::new(service.session_config(&client), client.tls.is_some());
-    let mut wire = Wire::new(stream, service.settings.idle_timeout);
     // Held from login to the end of the session (the POP3 lock goes with it).
     let mut maildrop: Option<Maildrop> = None;
     // The account's EXPIRE policy, known from its login.

@@ -32,20 +32,8 @@ struct Conversation {
 }
 
 pub(super) async fn run(service: Arc<SmtpService>, conn: Connection) {
-    let Connection {
-        stream,
-        peer,
-        local,
-        tls,
-        shutdown,
-        permit,
-        ..
-    } = conn;
-    let _permit = permit;
-    let mut client = ClientInfo::new(peer, local);
-    client.tls = tls;
+    let (mut wire, client, shutdown) = Wire::open(conn, service.settings.idle_timeout);
     let session = Session::new(service.session_config(&client), client.tls.is_some());
-    let mut wire = Wire::new(stream, service.settings.idle_timeout);
     let mut c = Conversation {
         early: Some(service.policy.session()),
         service,
