@@ -56,6 +56,55 @@ impl Reads {
     }
 }
 
+/// A fuzz input as the drivers read it: `header` configuration bytes (byte 0 the flags, bytes
+/// 2 and 3 the seed of the reads), then the client's stream, fed in [`Reads`] under a step
+/// budget that catches a session making no progress.
+#[derive(Clone, Debug)]
+pub struct Input<'a> {
+    data: &'a [u8],
+    stream: &'a [u8],
+    reads: Reads,
+    fed: usize,
+    steps: usize,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(data: &'a [u8], header: usize) -> Input<'a> {
+        let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+        Input {
+            data,
+            stream: data.get(header..).unwrap_or_default(),
+            reads: Reads::new(byte(2), byte(3)),
+            fed: 0,
+            steps: 0,
+        }
+    }
+
+    /// Configuration byte `i` (0 past the end).
+    pub fn byte(&self, i: usize) -> u8 {
+        self.data.get(i).copied().unwrap_or(0)
+    }
+
+    /// Bit `bit` of byte 0.
+    pub fn flag(&self, bit: u8) -> bool {
+        self.byte(0) & (1 << bit) != 0
+    }
+
+    /// Counts a call of the session's `next`; panics after 64 per octet of stream (and 64 *
+    /// 64 more): no input may keep a session busy without progress.
+    pub fn step(&mut self) {
+        self.steps += 1;
+        assert!(self.steps < 64 * (self.stream.len() + 64), "no progress");
+    }
+
+    /// The next read of the stream, None once all of it was fed.
+    pub fn next_read(&mut self) -> Option<&'a [u8]> {
+        let piece = self.reads.next_piece(self.stream, self.fed);
+        self.fed += piece.len();
+        (!piece.is_empty()).then_some(piece)
+    }
+}
+
 /// A pseudo-random client stream from `seed`: `header` random octets (the fuzz drivers read
 /// their configuration there), then up to 39 pieces, each a token, a few random octets, or
 /// (rarely) a long run of `x` that overflows any command line.

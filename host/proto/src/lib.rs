@@ -31,14 +31,36 @@
 //! - [`pop3`]: the POP3 server session.
 
 pub mod line;
+mod output;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;
+
+/// Transcript and split-point test harness both protocols' tests share.
+#[cfg(test)]
+mod testing;
 
 /// Helpers the protocols' fuzz drivers share (pseudo-random generators). Only compiled for
 /// tests and with the `fuzzing` feature.
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+
+/// What a session needs from the driver next (`smtp::Progress`, `pop3::Progress`: the same
+/// loop with each protocol's events).
+#[derive(Debug)]
+pub enum Progress<E> {
+    /// Input exhausted: the driver flushes output (this is where pipelined replies go out,
+    /// SMTP RFC 2920, POP3 RFC 2449 6.6) and reads more.
+    NeedInput,
+    /// Something happened; an event that asks for an answer must be answered before `next`
+    /// is called again.
+    Event(E),
+    /// An event is still unanswered (a driver bug; harmless).
+    AwaitingAnswer,
+    /// Flush output and close the connection (after QUIT, a 421, too many errors,
+    /// `disconnect`...). Every later call of `next` says `Close` again.
+    Close,
+}
 
 /// The hostname as it may appear in replies: no controls or spaces, at most 255 octets (an
 /// empty name becomes `localhost`).

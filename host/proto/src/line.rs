@@ -20,6 +20,10 @@
 //! - Raw access ([`LineReader::buffered`] and [`LineReader::consume`]) is for what is not
 //!   line-framed: SMTP DATA and BDAT octets, IMAP literals.
 
+/// An over-long line is dropped as it arrives; once this many octets came without any line end
+/// the protocols cut the peer off ([`LineReader::discarded_too_much`]).
+pub const MAX_DISCARD: u64 = 1024 * 1024;
+
 /// What [`LineReader::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -134,6 +138,12 @@ impl LineReader {
     /// discarded (a peer sending megabytes without a line end can be cut off on this).
     pub fn discarding(&self) -> Option<u64> {
         self.discarding
+    }
+
+    /// Whether more than [`MAX_DISCARD`] octets of the current over-long line were dropped:
+    /// the peer is sending without line ends and is to be cut off.
+    pub fn discarded_too_much(&self) -> bool {
+        self.discarding.is_some_and(|n| n > MAX_DISCARD)
     }
 
     /// The unread bytes, for protocol parts that are not line-framed (DATA, BDAT, literals).

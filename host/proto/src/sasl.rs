@@ -188,8 +188,33 @@ fn plain(decoded: &[u8]) -> Option<Credentials> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// RFC 4616 4's examples as initial responses (not yet base64) through `plain`, which
+    /// returns the credentials (SMTP's AUTH tests use it too).
+    pub(crate) fn assert_rfc4616_examples(plain: impl Fn(&[u8]) -> Credentials) {
+        let examples: [(&[u8], _, _, _); 2] = [
+            (b"\0tim\0tanstaaftanstaaf", None, "tim", "tanstaaftanstaaf"),
+            (
+                b"Ursel\0Kurt\0xipj3plmq",
+                Some("Ursel"),
+                "Kurt",
+                "xipj3plmq",
+            ),
+        ];
+        for (message, authzid, identity, secret) in examples {
+            let c = plain(message);
+            assert_eq!(
+                (
+                    c.authzid.as_deref(),
+                    c.identity.as_str(),
+                    c.secret.expose().as_str()
+                ),
+                (authzid, identity, secret)
+            );
+        }
+    }
 
     fn b64(s: &[u8]) -> Vec<u8> {
         STANDARD.encode(s).into_bytes()
@@ -215,23 +240,7 @@ mod tests {
 
     #[test]
     fn plain_with_and_without_initial_response() {
-        // RFC 4616 4 examples.
-        let c = done(start(
-            Mechanism::Plain,
-            Some(&b64(b"\0tim\0tanstaaftanstaaf")),
-        ));
-        assert_eq!(
-            (c.authzid, c.identity.as_str(), c.secret.expose().as_str()),
-            (None, "tim", "tanstaaftanstaaf")
-        );
-        let c = done(start(
-            Mechanism::Plain,
-            Some(&b64(b"Ursel\0Kurt\0xipj3plmq")),
-        ));
-        assert_eq!(
-            (c.authzid.as_deref(), c.identity.as_str()),
-            (Some("Ursel"), "Kurt")
-        );
+        assert_rfc4616_examples(|ir| done(start(Mechanism::Plain, Some(&b64(ir)))));
         let Step::Challenge(Challenge::Empty, ex) = start(Mechanism::Plain, None) else {
             panic!()
         };

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use super::{
     Event, Expire, Listing, LoginFailure, MAX_AUTH_LINE, Progress, Session, SessionConfig,
 };
-use crate::fuzzing::Reads;
+use crate::fuzzing::Input;
 
 /// The maildrop every login gets (the first `byte(4) % 7` of these), built once.
 fn messages() -> &'static [Vec<u8>] {
@@ -52,24 +52,23 @@ fn messages() -> &'static [Vec<u8>] {
 /// - byte 2, 3: the seed of the pieces the stream is cut into;
 /// - byte 4: the maildrop has `byte % 7` messages.
 pub fn run(data: &[u8]) {
-    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
-    let flags = byte(0);
-    let flag = |bit: u8| flags & (1 << bit) != 0;
+    let mut input = Input::new(data, 5);
     let config = SessionConfig {
         hostname: "pop.example".to_owned(),
-        max_line_length: if flag(7) { 1000 } else { 0 },
-        max_errors: if flag(0) { 0 } else { 25 },
-        stls: flag(1),
-        plaintext_auth: flag(2),
-        plaintext_needs_tls: flag(3),
-        expire: flag(5).then_some(Expire::Days(u32::from(byte(1)))),
-        login_delay: flag(6).then_some(900),
+        max_line_length: if input.flag(7) { 1000 } else { 0 },
+        max_errors: if input.flag(0) { 0 } else { 25 },
+        stls: input.flag(1),
+        plaintext_auth: input.flag(2),
+        plaintext_needs_tls: input.flag(3),
+        expire: input
+            .flag(5)
+            .then_some(Expire::Days(u32::from(input.byte(1)))),
+        login_delay: input.flag(6).then_some(900),
     };
     let line_limit = config.max_line_length.max(255);
-    let refuse = byte(1);
-    let mut reads = Reads::new(byte(2), byte(3));
+    let refuse = input.byte(1);
     let contents = messages()
-        .get(..usize::from(byte(4) % 7))
+        .get(..usize::from(input.byte(4) % 7))
         .unwrap_or_default();
     let listing: Vec<Listing> = contents
         .iter()
@@ -83,18 +82,13 @@ pub fn run(data: &[u8]) {
             },
         })
         .collect();
-    let stream = data.get(5..).unwrap_or_default();
 
-    let mut session = Session::new(config, flag(4));
+    let mut session = Session::new(config, input.flag(4));
     session.greet();
-    let mut fed = 0;
     let mut events = 0u32;
-    let mut steps = 0usize;
-    let step_limit = 64 * (stream.len() + 64);
     let mut pending_output: Vec<u8> = Vec::new();
     loop {
-        steps += 1;
-        assert!(steps < step_limit, "no progress");
+        input.step();
         match session.next() {
             Progress::NeedInput => {
                 pending_output.extend(session.take_output());
@@ -114,12 +108,10 @@ pub fn run(data: &[u8]) {
                     session.buffered_input(),
                     session.state_name()
                 );
-                let piece = reads.next_piece(stream, fed);
-                if piece.is_empty() {
+                let Some(piece) = input.next_read() else {
                     break;
-                }
+                };
                 session.feed(piece);
-                fed += piece.len();
             }
             Progress::Close => break,
             Progress::AwaitingAnswer => panic!("AwaitingAnswer with every event answered"),
@@ -161,7 +153,7 @@ pub fn run(data: &[u8]) {
                         session.updated(!refused);
                     }
                     Event::StartTls => {
-                        session.tls_started(flag(2) || flag(3), false);
+                        session.tls_started(input.flag(2) || input.flag(3), false);
                     }
                 }
             }

@@ -83,8 +83,8 @@ use wasmail_types::Secret;
 pub const MAX_AUTH_LINE: usize = 4096;
 
 /// An over-long command line is dropped as it arrives; once this many octets came without any
-/// line end the client is cut off.
-pub const MAX_DISCARD: u64 = 1024 * 1024;
+/// line end the client is cut off (the same for every protocol).
+pub use crate::line::MAX_DISCARD;
 
 /// Replies waiting to be written beyond which a command that would add a listing (LIST, UIDL)
 /// or a message (RETR, TOP) is refused with `-ERR [SYS/TEMP]` until the driver has flushed.
@@ -181,20 +181,8 @@ impl From<crate::sasl::Mechanism> for Mechanism {
     }
 }
 
-/// What the session needs from the driver next.
-#[derive(Debug)]
-pub enum Progress {
-    /// Input exhausted: the driver flushes output (this is where pipelined replies go out,
-    /// RFC 2449 6.6) and reads more.
-    NeedInput,
-    /// Something happened; it must be answered before `next` is called again.
-    Event(Event),
-    /// An event is still unanswered (a driver bug; harmless).
-    AwaitingAnswer,
-    /// Flush output and close the connection (after QUIT, too many errors, `disconnect`...).
-    /// Every later call of `next` says `Close` again.
-    Close,
-}
+/// What the session needs from the driver next: [`crate::Progress`] with POP3's events.
+pub type Progress = crate::Progress<Event>;
 
 /// What the session reports. Each one must be answered with the methods its doc names.
 #[derive(Debug)]

@@ -14,10 +14,11 @@
 use super::command::{self, Command};
 use super::reply::{self, Response};
 use super::{
-    Event, Listing, LoginFailure, MAX_AUTH_LINE, MAX_DISCARD, MAX_QUEUED_OUTPUT, Mechanism,
-    Progress, SessionConfig,
+    Event, Listing, LoginFailure, MAX_AUTH_LINE, MAX_QUEUED_OUTPUT, Mechanism, Progress,
+    SessionConfig,
 };
 use crate::line::{Line, LineReader, strip_line_end};
+use crate::output::{Output, output_methods};
 use crate::sanitize_hostname;
 use crate::sasl::{self, Step};
 use wasmail_types::Secret;
@@ -70,7 +71,7 @@ pub struct Session {
     line_limit: usize,
     tls: bool,
     input: LineReader,
-    output: Vec<u8>,
+    output: Output,
     state: State,
     /// The event not yet handed out.
     event: Option<Event>,
@@ -109,7 +110,7 @@ impl Session {
             line_limit,
             tls,
             input: LineReader::new(line_limit),
-            output: Vec::new(),
+            output: Output::with_cap(MAX_QUEUED_OUTPUT),
             state: State::ExpectGreeting,
             event: None,
             account: None,
@@ -218,7 +219,7 @@ impl Session {
             size = size.saturating_add(line.len() as u64 + 2);
         });
         self.send(reply::octets(size));
-        let out = &mut self.output;
+        let out = self.output.buf();
         out.reserve(usize::try_from(size).unwrap_or(0).saturating_add(3));
         for_each_line(content, lines, |line| {
             if line.first() == Some(&b'.') {
@@ -285,27 +286,11 @@ impl Session {
         self.close();
     }
 
-    /// Output queued so far; the driver writes all of it. It may do so at any time, and
-    /// should whenever it answers an event (a pipelined RETR after a large message would
-    /// otherwise find more than [`MAX_QUEUED_OUTPUT`] octets waiting).
-    pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.output)
-    }
-
-    /// Output queued so far, for a driver that writes part of it and then calls
-    /// [`Session::consume_output`].
-    pub fn output(&self) -> &[u8] {
-        &self.output
-    }
-
-    /// Drops the first `n` queued output octets (those written).
-    pub fn consume_output(&mut self, n: usize) {
-        self.output.drain(..n.min(self.output.len()));
-    }
-
-    pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
-    }
+    output_methods!(
+        /// It may do so at any time, and should whenever it answers an event (a pipelined
+        /// RETR after a large message would otherwise find more than [`MAX_QUEUED_OUTPUT`]
+        /// octets waiting).
+    );
 
     /// Received octets not yet processed.
     pub fn buffered_input(&self) -> usize {
@@ -348,7 +333,7 @@ impl Session {
     // Output, errors, state bookkeeping.
 
     fn send(&mut self, response: Response) {
-        response.write_to(&mut self.output);
+        response.write_to(self.output.buf());
     }
 
     fn send_multiline<S: AsRef<str>>(
@@ -356,7 +341,7 @@ impl Session {
         status: Response,
         lines: impl IntoIterator<Item = S>,
     ) {
-        reply::write_multiline(&mut self.output, &status, lines);
+        reply::write_multiline(self.output.buf(), &status, lines);
     }
 
     /// Sends a response to a client mistake (or a failed login) and counts it; at
@@ -394,7 +379,7 @@ impl Session {
 
     /// Whether so much output waits that a listing or a message must not be added now.
     fn output_full(&self) -> bool {
-        self.output.len() > MAX_QUEUED_OUTPUT
+        self.output.is_full()
     }
 
     /// Why plaintext logins are refused now, if they are.
@@ -434,7 +419,7 @@ impl Session {
                 return None;
             }
             Line::Incomplete => {
-                if self.input.discarding().is_some_and(|n| n > MAX_DISCARD) {
+                if self.input.discarded_too_much() {
                     self.send(reply::line_too_long_closing());
                     self.close();
                     return None;
@@ -589,11 +574,11 @@ impl Session {
             Command::List(None) => {
                 let (count, octets) = self.totals();
                 let lines = listed(&self.maildrop, |m| m.size.to_string());
-                reply::write_multiline(&mut self.output, &reply::maildrop(count, octets), lines);
+                reply::write_multiline(self.output.buf(), &reply::maildrop(count, octets), lines);
             }
             Command::Uidl(None) => {
                 let lines = listed(&self.maildrop, |m| m.uidl.clone());
-                reply::write_multiline(&mut self.output, &reply::uidl_follows(), lines);
+                reply::write_multiline(self.output.buf(), &reply::uidl_follows(), lines);
             }
             Command::List(Some(number)) => match self.check(number) {
                 Ok(m) => {

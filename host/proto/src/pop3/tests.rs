@@ -1,11 +1,7 @@
 //! Transcript tests: `C:`/`S:` scripts (several taken from the RFCs' examples) replayed against
 //! a [`Session`] with a scripted driver, asserting the exact bytes of every response and where
-//! the flush points (NeedInput) fall. The same conventions as `smtp/tests.rs`:
-//!
-//! Script lines: `C: text` is sent with CRLF appended; `R: text` is sent raw (escapes `\r`,
-//! `\n`, `\\` are decoded in both); consecutive client lines are fed as ONE read (pipelining).
-//! `S: text` lines are the responses expected, all of which must come out — and nothing more —
-//! before the session next asks for input (or closes).
+//! the flush points (NeedInput) fall. The script format and the driver loop are
+//! [`crate::testing`]'s, shared with SMTP.
 
 use std::collections::VecDeque;
 
@@ -17,6 +13,7 @@ use super::{
     Event, Expire, Listing, LoginFailure, MAX_QUEUED_OUTPUT, Mechanism, Progress, Session,
     SessionConfig,
 };
+use crate::testing::{Driver, Transcript, assert_any_split_gives, deref_transcript};
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -48,8 +45,9 @@ fn sized(subject: &str, size: usize) -> Vec<u8> {
 
 /// A scripted driver: a login succeeds when the secret is `password` (the account is the
 /// user name) unless `failures` holds an answer for it; messages are served from `messages`.
+/// Every event is recorded in order (Debug form).
 struct Harness {
-    session: Session,
+    t: Transcript<Session>,
     password: String,
     /// Answers for the next logins, before the password is looked at.
     failures: VecDeque<LoginFailure>,
@@ -60,11 +58,9 @@ struct Harness {
     update_ok: bool,
     /// `tls_started` arguments after a StartTls.
     after_tls: (bool, bool),
-    /// Every event in order (Debug form).
-    events: Vec<String>,
-    closed: bool,
-    output: Vec<u8>,
 }
+
+deref_transcript!(Harness, Session);
 
 impl Harness {
     fn new(config: SessionConfig, messages: Vec<Vec<u8>>) -> Harness {
@@ -76,7 +72,7 @@ impl Harness {
     fn with_session(session: Session, messages: Vec<Vec<u8>>) -> Harness {
         let uidls = (1..=messages.len()).map(|i| format!("uid{i}")).collect();
         Harness {
-            session,
+            t: Transcript::new(session),
             password: "secret".to_owned(),
             failures: VecDeque::new(),
             messages,
@@ -84,9 +80,6 @@ impl Harness {
             unavailable: Vec::new(),
             update_ok: true,
             after_tls: (true, false),
-            events: Vec::new(),
-            closed: false,
-            output: Vec::new(),
         }
     }
 
@@ -100,135 +93,45 @@ impl Harness {
             })
             .collect()
     }
+}
 
-    /// Runs the session until it needs input or closes, answering events.
-    fn drive(&mut self) {
-        loop {
-            match self.session.next() {
-                Progress::NeedInput => break,
-                Progress::Close => {
-                    self.closed = true;
-                    break;
-                }
-                Progress::AwaitingAnswer => panic!("AwaitingAnswer in a driver that answers"),
-                Progress::Event(event) => self.answer(event),
-            }
-        }
-        self.output.extend(self.session.take_output());
+impl Driver for Harness {
+    type Session = Session;
+
+    fn transcript(&mut self) -> &mut Transcript<Session> {
+        &mut self.t
     }
 
     fn answer(&mut self, event: Event) {
-        self.events.push(format!("{event:?}"));
+        self.t.events.push(format!("{event:?}"));
         match event {
             Event::Login { user, secret, .. } => {
                 if let Some(why) = self.failures.pop_front() {
-                    self.session.login_failed(why);
+                    self.t.session.login_failed(why);
                 } else if *secret.expose() == self.password {
                     let listing = self.listing();
-                    self.session.logged_in(user, listing);
+                    self.t.session.logged_in(user, listing);
                 } else {
-                    self.session.login_failed(LoginFailure::Credentials);
+                    self.t.session.login_failed(LoginFailure::Credentials);
                 }
             }
             Event::Retrieve { number, .. } => {
                 match self.messages.get(number - 1) {
                     Some(m) if !self.unavailable.contains(&number) => {
                         let m = m.clone();
-                        self.session.message(&m);
+                        self.t.session.message(&m);
                     }
-                    _ => self.session.message_unavailable(),
+                    _ => self.t.session.message_unavailable(),
                 };
             }
-            Event::Update { .. } => self.session.updated(self.update_ok),
+            Event::Update { .. } => self.t.session.updated(self.update_ok),
             Event::StartTls => {
-                self.output.extend(self.session.take_output());
+                self.t.flush();
                 let (plain, needs) = self.after_tls;
-                self.session.tls_started(plain, needs);
+                self.t.session.tls_started(plain, needs);
             }
         }
     }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        assert!(!self.closed, "input after Close");
-        self.session.feed(bytes);
-        self.drive();
-    }
-
-    /// Plays a script (see the module docs) and checks every response block.
-    fn script(&mut self, script: &str) -> &mut Harness {
-        self.drive();
-        let mut client: Vec<u8> = Vec::new();
-        let mut expected = String::new();
-        for line in script
-            .lines()
-            .map(str::trim_start)
-            .filter(|l| !l.is_empty())
-        {
-            let (tag, text) = line.split_at(2.min(line.len()));
-            let text = text.strip_prefix(' ').unwrap_or(text);
-            match tag {
-                "C:" | "R:" => {
-                    if !expected.is_empty() {
-                        self.expect(&expected);
-                        expected.clear();
-                    }
-                    client.extend(unescape(text));
-                    if tag == "C:" {
-                        client.extend_from_slice(b"\r\n");
-                    }
-                }
-                "S:" => {
-                    self.send_client(&mut client);
-                    expected.push_str(text);
-                    expected.push_str("\r\n");
-                }
-                _ => panic!("bad script line {line:?}"),
-            }
-        }
-        self.send_client(&mut client);
-        self.expect(&expected);
-        self
-    }
-
-    fn send_client(&mut self, client: &mut Vec<u8>) {
-        if !client.is_empty() {
-            assert_eq!(
-                String::from_utf8_lossy(&self.output),
-                "",
-                "unexpected output before client block"
-            );
-            self.feed(client);
-            client.clear();
-        }
-    }
-
-    fn expect(&mut self, expected: &str) {
-        let got = String::from_utf8_lossy(&std::mem::take(&mut self.output)).into_owned();
-        assert_eq!(got, expected, "\nevents so far: {:#?}", self.events);
-    }
-
-    fn has_event(&self, prefix: &str) -> bool {
-        self.events.iter().any(|e| e.starts_with(prefix))
-    }
-}
-
-fn unescape(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('r') => out.push(b'\r'),
-                Some('n') => out.push(b'\n'),
-                Some('\\') => out.push(b'\\'),
-                other => panic!("bad escape {other:?}"),
-            }
-        } else {
-            let mut buf = [0; 4];
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        }
-    }
-    out
 }
 
 /// `S:` lines for a message as RETR sends it (its lines, dot-stuffed, then `.`).
@@ -1010,17 +913,8 @@ fn long_lines() {
     ));
     // A client sending megabytes without a line end is cut off.
     let mut h = Harness::new(config(), rfc_maildrop());
-    h.drive();
-    h.output.clear();
-    let mut sent = 0;
-    while !h.closed {
-        h.feed(&[b'z'; 65536]);
-        sent += 65536;
-        assert!(h.session.buffered_input() < 255);
-        assert!(sent < 2 << 20, "still open after {sent} octets");
-    }
     assert_eq!(
-        String::from_utf8_lossy(&h.output),
+        h.flood_without_line_end(255),
         "-ERR Line too long\r\n-ERR [SYS/PERM] Line too long\r\n"
     );
 }
@@ -1200,34 +1094,14 @@ fn any_split_of_the_input_gives_the_same_result() {
     let stream = stream.as_bytes();
     let run = |pieces: &[&[u8]]| {
         let mut h = Harness::new(config(), rfc_maildrop());
-        h.drive();
-        for p in pieces {
-            if !h.closed {
-                h.feed(p);
-            }
-        }
-        (h.events, String::from_utf8(h.output).unwrap(), h.closed)
+        h.feed_pieces(pieces);
+        let t = h.t;
+        (t.events, String::from_utf8(t.output).unwrap(), t.closed)
     };
     let whole = run(&[stream]);
     assert!(whole.2, "QUIT reached");
     assert_eq!(whole.0.last().unwrap(), "Update { deleted: [1] }");
-    for i in 0..=stream.len() {
-        let (a, b) = stream.split_at(i);
-        assert_eq!(run(&[a, b]), whole, "split at {i}");
-    }
-    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-    assert_eq!(run(&bytes), whole, "one octet at a time");
-    let mut rng = crate::fuzzing::Xorshift32::new(7);
-    for _ in 0..200 {
-        let mut pieces = Vec::new();
-        let mut rest: &[u8] = stream;
-        while !rest.is_empty() {
-            let (p, r) = rest.split_at((rng.next_u32() as usize % 20).min(rest.len()));
-            pieces.push(p);
-            rest = r;
-        }
-        assert_eq!(run(&pieces), whole);
-    }
+    assert_any_split_gives(stream, run, &whole);
 }
 
 /// 20,000 pseudo-random client streams through the fuzz target's driver loop.

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use wasmail_types::Reply;
 
 pub(crate) use crate::sasl::Credentials;
-use crate::sasl::{self, Challenge, Step};
+use crate::sasl::{self, Step};
 
 use super::Mechanism;
 use super::reply;
@@ -52,12 +52,7 @@ pub(crate) fn respond(exchange: AuthExchange, line: &[u8], initial: bool) -> Aut
 fn step(step: Step) -> AuthStep {
     match step {
         Step::Challenge(challenge, exchange) => {
-            let r = match challenge {
-                Challenge::Empty => reply::challenge(""),
-                Challenge::Username => reply::challenge_username(),
-                Challenge::Password => reply::challenge_password(),
-            };
-            AuthStep::Challenge(r, exchange)
+            AuthStep::Challenge(reply::challenge(challenge.base64()), exchange)
         }
         Step::Done(c) => AuthStep::Done(c),
         Step::Cancelled => AuthStep::Failed {
@@ -74,6 +69,7 @@ fn step(step: Step) -> AuthStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sasl::tests::assert_rfc4616_examples;
 
     fn b64(s: &[u8]) -> String {
         STANDARD.encode(s)
@@ -97,21 +93,7 @@ mod tests {
 
     #[test]
     fn plain_with_initial_response() {
-        let c = done(start(
-            Mechanism::Plain,
-            Some(&b64(b"\0tim\0tanstaaftanstaaf")),
-        ));
-        assert_eq!(c.identity, "tim");
-        assert_eq!(c.authzid, None);
-        assert_eq!(c.secret.expose(), "tanstaaftanstaaf");
-        let c = done(start(
-            Mechanism::Plain,
-            Some(&b64(b"Ursel\0Kurt\0xipj3plmq")),
-        ));
-        assert_eq!(
-            (c.authzid.as_deref(), c.identity.as_str()),
-            (Some("Ursel"), "Kurt")
-        );
+        assert_rfc4616_examples(|ir| done(start(Mechanism::Plain, Some(&b64(ir)))));
         // An authzid equal to the authcid is no separate authorization identity.
         let c = done(start(Mechanism::Plain, Some(&b64(b"kurt\0kurt\0pw"))));
         assert_eq!(c.authzid, None);

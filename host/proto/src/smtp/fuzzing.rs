@@ -13,7 +13,7 @@
 use wasmail_types::Reply;
 
 use super::{CHUNK_SIZE, Event, Progress, Session, SessionConfig};
-use crate::fuzzing::Reads;
+use crate::fuzzing::Input;
 
 /// The first bytes of the input choose the configuration and the driver's behaviour; the
 /// rest is the client's byte stream.
@@ -24,41 +24,33 @@ use crate::fuzzing::Reads;
 ///   decision, if the low bit is set;
 /// - byte 2, 3: the seed of the pieces the stream is cut into.
 pub fn run(data: &[u8]) {
-    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
-    let flags = byte(0);
-    let flag = |bit: u8| flags & (1 << bit) != 0;
+    let mut input = Input::new(data, 4);
     let config = SessionConfig {
         hostname: "mx.example".to_owned(),
         max_line_length: 512,
-        max_message_size: if flag(0) { 0 } else { 3000 },
+        max_message_size: if input.flag(0) { 0 } else { 3000 },
         max_recipients: 3,
-        max_errors: if flag(1) { 0 } else { 25 },
-        starttls: flag(2),
-        auth: flag(3),
-        auth_needs_tls: flag(4),
-        require_auth: flag(5),
+        max_errors: if input.flag(1) { 0 } else { 25 },
+        starttls: input.flag(2),
+        auth: input.flag(3),
+        auth_needs_tls: input.flag(4),
+        require_auth: input.flag(5),
         vrfy: false,
     };
-    let refuse = byte(1);
-    let mut reads = Reads::new(byte(2), byte(3));
-    let stream = data.get(4..).unwrap_or_default();
+    let refuse = input.byte(1);
     let max_message = config.max_message_size;
     let line_limit = config.max_line_length;
 
-    let mut session = Session::new(config, flag(6));
-    if flag(7) {
+    let mut session = Session::new(config, input.flag(6));
+    if input.flag(7) {
         session.refuse(Reply::fixed(554, (5, 3, 2), "No service"));
     } else {
         session.greet();
     }
-    let mut fed = 0;
     let mut decisions = 0u32;
     let mut message = 0u64;
-    let mut steps = 0usize;
-    let step_limit = 64 * (stream.len() + 64);
     loop {
-        steps += 1;
-        assert!(steps < step_limit, "no progress");
+        input.step();
         match session.next() {
             Progress::NeedInput => {
                 session.take_output();
@@ -67,12 +59,10 @@ pub fn run(data: &[u8]) {
                     "{} octets buffered",
                     session.buffered_input()
                 );
-                if fed >= stream.len() {
+                let Some(piece) = input.next_read() else {
                     break;
-                }
-                let piece = reads.next_piece(stream, fed);
+                };
                 session.feed(piece);
-                fed += piece.len();
             }
             Progress::Close => break,
             Progress::AwaitingAnswer => panic!("AwaitingAnswer with every decision answered"),
@@ -102,7 +92,7 @@ pub fn run(data: &[u8]) {
                     }
                     Event::StartTls => {
                         session.take_output();
-                        session.tls_started(flag(3), false);
+                        session.tls_started(input.flag(3), false);
                     }
                     _ => {}
                 }

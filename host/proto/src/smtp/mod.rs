@@ -88,8 +88,8 @@ use wasmail_types::{ForwardPath, Reply, ReversePath, Secret};
 pub const CHUNK_SIZE: usize = 64 * 1024;
 
 /// An over-long command line is dropped as it arrives; once this many octets came without any
-/// line end the client is cut off with 421.
-pub const MAX_DISCARD: u64 = 1024 * 1024;
+/// line end the client is cut off with 421 (the same for every protocol).
+pub use crate::line::MAX_DISCARD;
 
 /// Fixed per session; built by the driver from config and the connection.
 #[derive(Clone, Debug)]
@@ -120,20 +120,8 @@ pub struct SessionConfig {
     pub vrfy: bool,
 }
 
-/// What the session needs from the driver next.
-#[derive(Debug)]
-pub enum Progress {
-    /// Input exhausted: the driver flushes output (this is where pipelined replies go out,
-    /// RFC 2920) and reads more.
-    NeedInput,
-    /// Something happened; decisions must be answered before `next` is called again.
-    Event(Event),
-    /// A decision event is still unanswered (a driver bug; harmless).
-    AwaitingAnswer,
-    /// Flush output and close the connection (after QUIT's 221, a 421, too many errors...).
-    /// Every later call of `next` says `Close` again.
-    Close,
-}
+/// What the session needs from the driver next: [`crate::Progress`] with SMTP's events.
+pub type Progress = crate::Progress<Event>;
 
 /// What the session reports. Decisions must be answered with [`Session::accept`],
 /// [`Session::reply`] or [`Session::authenticated`]; information needs no answer.

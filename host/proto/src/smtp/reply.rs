@@ -112,19 +112,10 @@ pub(crate) fn authenticated() -> Reply {
     Reply::fixed(235, (2, 7, 0), "Authentication successful")
 }
 
-/// `334 ` followed by the challenge (base64; empty for PLAIN without an initial response).
+/// `334 ` followed by the challenge (base64, [`crate::sasl::Challenge::base64`]; empty for PLAIN
+/// without an initial response).
 pub(crate) fn challenge(text: &str) -> Reply {
     composed(334, None, text)
-}
-
-/// `334 VXNlcm5hbWU6` ("Username:").
-pub(crate) fn challenge_username() -> Reply {
-    challenge("VXNlcm5hbWU6")
-}
-
-/// `334 UGFzc3dvcmQ6` ("Password:").
-pub(crate) fn challenge_password() -> Reply {
-    challenge("UGFzc3dvcmQ6")
 }
 
 // Refusals.
@@ -310,7 +301,10 @@ mod tests {
             "220 mx.example ESMTP wasmail\r\n"
         );
         assert_eq!(wire(&challenge("")), "334 \r\n");
-        assert_eq!(wire(&challenge_username()), "334 VXNlcm5hbWU6\r\n");
+        assert_eq!(
+            wire(&challenge(crate::sasl::Challenge::Username.base64())),
+            "334 VXNlcm5hbWU6\r\n"
+        );
         assert_eq!(
             wire(&start_data()),
             "354 End data with <CR><LF>.<CR><LF>\r\n"

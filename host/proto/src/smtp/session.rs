@@ -20,10 +20,11 @@ use super::command::{self, Command};
 use super::data::DataReceiver;
 use super::reply;
 use super::{
-    CHUNK_SIZE, DataKind, Event, MAX_DISCARD, MailParams, Mechanism, Progress, RcptParams,
-    SessionConfig, Transaction,
+    CHUNK_SIZE, DataKind, Event, MailParams, Mechanism, Progress, RcptParams, SessionConfig,
+    Transaction,
 };
 use crate::line::{Line, LineReader, strip_line_end};
+use crate::output::{Output, output_methods};
 use crate::sanitize_hostname;
 
 /// What the session waits for.
@@ -97,7 +98,7 @@ pub struct Session {
     hostname: String,
     tls: bool,
     input: LineReader,
-    output: Vec<u8>,
+    output: Output,
     /// Events not yet handed out; a decision carries what its answer needs.
     events: VecDeque<(Event, Option<Pending>)>,
     state: State,
@@ -139,7 +140,7 @@ impl Session {
             hostname,
             tls,
             input: LineReader::new(max_line),
-            output: Vec::new(),
+            output: Output::new(),
             events: VecDeque::new(),
             state: State::ExpectGreeting,
             pending: None,
@@ -359,25 +360,7 @@ impl Session {
         self.state = State::ExpectHelo;
     }
 
-    /// Output queued so far; the driver writes all of it.
-    pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.output)
-    }
-
-    /// Output queued so far, for a driver that writes part of it and then calls
-    /// [`Session::consume_output`].
-    pub fn output(&self) -> &[u8] {
-        &self.output
-    }
-
-    /// Drops the first `n` queued output octets (those written).
-    pub fn consume_output(&mut self, n: usize) {
-        self.output.drain(..n.min(self.output.len()));
-    }
-
-    pub fn has_output(&self) -> bool {
-        !self.output.is_empty()
-    }
+    output_methods!();
 
     /// Received octets not yet processed.
     pub fn buffered_input(&self) -> usize {
@@ -455,7 +438,7 @@ impl Session {
     // Output, errors, state bookkeeping.
 
     fn send(&mut self, reply: Reply) {
-        reply.write_to(&mut self.output);
+        reply.write_to(self.output.buf());
     }
 
     /// Sends a reply to a client mistake and counts it; at `max_errors`, 421 and close.
@@ -568,7 +551,7 @@ impl Session {
                 return None;
             }
             Line::Incomplete => {
-                if self.input.discarding().is_some_and(|n| n > MAX_DISCARD) {
+                if self.input.discarded_too_much() {
                     self.send(reply::closing(&self.hostname, "Line too long"));
                     self.close();
                     return None;

@@ -1,11 +1,7 @@
 //! Transcript tests: `C:`/`S:` scripts (several taken from the RFCs' examples) replayed against
 //! a [`Session`] with a scripted driver, asserting the exact bytes of every reply and where the
-//! flush points (NeedInput) fall.
-//!
-//! Script lines: `C: text` is sent with CRLF appended; `R: text` is sent raw (escapes `\r`,
-//! `\n`, `\\` are decoded in both); consecutive client lines are fed as ONE read (pipelining).
-//! `S: text` lines are the replies expected, all of which must come out — and nothing more —
-//! before the session next asks for input (or closes).
+//! flush points (NeedInput) fall. The script format and the driver loop are
+//! [`crate::testing`]'s, shared with POP3.
 
 use std::collections::HashMap;
 
@@ -13,6 +9,7 @@ use wasmail_types::Reply;
 
 use super::fuzzing;
 use super::{Body, CHUNK_SIZE, DataKind, Event, Progress, Session, SessionConfig, Transaction};
+use crate::testing::{Driver, Transcript, assert_any_split_gives, deref_transcript};
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -33,11 +30,10 @@ type Policy = Box<dyn FnMut(&Event) -> Option<Reply>>;
 
 /// A scripted driver: answers decisions with the policy's reply, or positively by default
 /// (Auth: the identity becomes the account; MessageEnd: `250 2.0.0 Ok: queued as 1`).
+/// Every event is recorded in order, with consecutive MessageChunks merged into one.
 struct Harness {
-    session: Session,
+    t: Transcript<Session>,
     policy: Policy,
-    /// Every event in order, with consecutive MessageChunks merged into one.
-    events: Vec<String>,
     /// The complete messages (chunks concatenated), at each MessageEnd.
     messages: Vec<Vec<u8>>,
     current: Vec<u8>,
@@ -45,9 +41,9 @@ struct Harness {
     transactions: Vec<(Transaction, &'static str)>,
     /// Whether each StartTls is answered with a completed handshake.
     auth_after_tls: bool,
-    closed: bool,
-    output: Vec<u8>,
 }
+
+deref_transcript!(Harness, Session);
 
 impl Harness {
     fn new(config: SessionConfig) -> Harness {
@@ -58,15 +54,12 @@ impl Harness {
 
     fn with_session(session: Session) -> Harness {
         Harness {
-            session,
+            t: Transcript::new(session),
             policy: Box::new(|_| None),
-            events: Vec::new(),
             messages: Vec::new(),
             current: Vec::new(),
             transactions: Vec::new(),
             auth_after_tls: true,
-            closed: false,
-            output: Vec::new(),
         }
     }
 
@@ -74,21 +67,13 @@ impl Harness {
         self.policy = Box::new(policy);
         self
     }
+}
 
-    /// Runs the session until it needs input or closes, answering decisions.
-    fn drive(&mut self) {
-        loop {
-            match self.session.next() {
-                Progress::NeedInput => break,
-                Progress::Close => {
-                    self.closed = true;
-                    break;
-                }
-                Progress::AwaitingAnswer => panic!("AwaitingAnswer in a driver that answers"),
-                Progress::Event(event) => self.answer(event),
-            }
-        }
-        self.output.extend(self.session.take_output());
+impl Driver for Harness {
+    type Session = Session;
+
+    fn transcript(&mut self) -> &mut Transcript<Session> {
+        &mut self.t
     }
 
     fn answer(&mut self, event: Event) {
@@ -96,22 +81,23 @@ impl Harness {
             Event::MessageChunk(bytes) => {
                 assert!(bytes.len() <= CHUNK_SIZE);
                 self.current.extend_from_slice(bytes);
-                if let Some(last) = self.events.last()
+                if let Some(last) = self.t.events.last()
                     && last.starts_with("MessageChunk")
                 {
                     return;
                 }
-                self.events.push("MessageChunk".to_owned());
+                self.t.events.push("MessageChunk".to_owned());
                 return;
             }
             Event::MessageEnd { .. } => {
                 self.messages.push(std::mem::take(&mut self.current));
                 self.transactions.push((
-                    self.session
+                    self.t
+                        .session
                         .transaction()
                         .expect("transaction at MessageEnd")
                         .clone(),
-                    self.session.with_protocol(),
+                    self.t.session.with_protocol(),
                 ));
             }
             Event::MessageAborted { .. } | Event::Reset | Event::DataStart { .. } => {
@@ -119,10 +105,10 @@ impl Harness {
             }
             _ => {}
         }
-        self.events.push(format!("{event:?}"));
+        self.t.events.push(format!("{event:?}"));
         if let Event::StartTls = event {
-            self.output.extend(self.session.take_output());
-            self.session.tls_started(self.auth_after_tls, false);
+            self.t.flush();
+            self.t.session.tls_started(self.auth_after_tls, false);
             return;
         }
         let decision = matches!(
@@ -138,99 +124,16 @@ impl Harness {
             return;
         }
         match ((self.policy)(&event), event) {
-            (Some(reply), _) => self.session.reply(reply),
-            (None, Event::Auth { identity, .. }) => self.session.authenticated(identity),
+            (Some(reply), _) => self.t.session.reply(reply),
+            (None, Event::Auth { identity, .. }) => self.t.session.authenticated(identity),
             (None, Event::MessageEnd { .. }) => {
-                self.session
+                self.t
+                    .session
                     .reply(Reply::fixed(250, (2, 0, 0), "Ok: queued as 1"))
             }
-            (None, _) => self.session.accept(),
+            (None, _) => self.t.session.accept(),
         }
     }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        assert!(!self.closed, "input after Close");
-        self.session.feed(bytes);
-        self.drive();
-    }
-
-    /// Plays a script (see the module docs) and checks every reply block.
-    fn script(&mut self, script: &str) -> &mut Harness {
-        self.drive();
-        let mut client: Vec<u8> = Vec::new();
-        let mut expected = String::new();
-        for line in script
-            .lines()
-            .map(str::trim_start)
-            .filter(|l| !l.is_empty())
-        {
-            let (tag, text) = line.split_at(2.min(line.len()));
-            let text = text.strip_prefix(' ').unwrap_or(text);
-            match tag {
-                "C:" | "R:" => {
-                    if !expected.is_empty() {
-                        self.expect(&expected);
-                        expected.clear();
-                    }
-                    client.extend(unescape(text));
-                    if tag == "C:" {
-                        client.extend_from_slice(b"\r\n");
-                    }
-                }
-                "S:" => {
-                    self.send_client(&mut client);
-                    expected.push_str(text);
-                    expected.push_str("\r\n");
-                }
-                _ => panic!("bad script line {line:?}"),
-            }
-        }
-        self.send_client(&mut client);
-        self.expect(&expected);
-        self
-    }
-
-    /// Feeds a block of client lines as one read; replies to earlier blocks must have been
-    /// checked already.
-    fn send_client(&mut self, client: &mut Vec<u8>) {
-        if !client.is_empty() {
-            assert_eq!(
-                String::from_utf8_lossy(&self.output),
-                "",
-                "unexpected output before client block"
-            );
-            self.feed(client);
-            client.clear();
-        }
-    }
-
-    fn expect(&mut self, expected: &str) {
-        let got = String::from_utf8_lossy(&std::mem::take(&mut self.output)).into_owned();
-        assert_eq!(got, expected, "\nevents so far: {:#?}", self.events);
-    }
-
-    fn has_event(&self, prefix: &str) -> bool {
-        self.events.iter().any(|e| e.starts_with(prefix))
-    }
-}
-
-fn unescape(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('r') => out.push(b'\r'),
-                Some('n') => out.push(b'\n'),
-                Some('\\') => out.push(b'\\'),
-                other => panic!("bad escape {other:?}"),
-            }
-        } else {
-            let mut buf = [0; 4];
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        }
-    }
-    out
 }
 
 const EHLO_REPLY: &str = "
@@ -822,17 +725,8 @@ fn long_lines() {
     ));
     // A client sending megabytes without a line end is cut off.
     let mut h = Harness::new(config());
-    h.drive();
-    h.output.clear();
-    let mut sent = 0;
-    while !h.closed {
-        h.feed(&[b'z'; 65536]);
-        sent += 65536;
-        assert!(h.session.buffered_input() < 512);
-        assert!(sent < 2 << 20, "still open after {sent} octets");
-    }
     assert_eq!(
-        String::from_utf8_lossy(&h.output),
+        h.flood_without_line_end(512),
         "500 5.5.2 Line too long\r\n421 4.7.0 mx.example Line too long, closing connection\r\n"
     );
 }
@@ -1216,17 +1110,13 @@ BDAT 5\r\nab\r\ncBDAT 2 LAST\r\n\n.RSET\r\nNOOP\r\nQUIT\r\n";
     let run = |pieces: &[&[u8]]| {
         let mut h =
             Harness::new(config()).policy(refuse_rcpt("e", Reply::fixed(550, (5, 1, 1), "No")));
-        h.drive();
-        for p in pieces {
-            if !h.closed {
-                h.feed(p);
-            }
-        }
+        h.feed_pieces(pieces);
+        let t = h.t;
         (
-            h.events,
+            t.events,
             h.messages,
-            String::from_utf8(h.output).unwrap(),
-            h.closed,
+            String::from_utf8(t.output).unwrap(),
+            t.closed,
         )
     };
     let whole = run(&[stream]);
@@ -1235,26 +1125,7 @@ BDAT 5\r\nab\r\ncBDAT 2 LAST\r\n\n.RSET\r\nNOOP\r\nQUIT\r\n";
         whole.1,
         [b"x\r\n.\r\nline\r\n".to_vec(), b"ab\r\nc\n.".to_vec()]
     );
-    for i in 0..=stream.len() {
-        let (a, b) = stream.split_at(i);
-        assert_eq!(run(&[a, b]), whole, "split at {i}");
-    }
-    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-    assert_eq!(run(&bytes), whole, "one octet at a time");
-    let mut seed = 7u32;
-    for _ in 0..200 {
-        let mut pieces = Vec::new();
-        let mut rest: &[u8] = stream;
-        while !rest.is_empty() {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let (p, r) = rest.split_at((seed as usize % 20).min(rest.len()));
-            pieces.push(p);
-            rest = r;
-        }
-        assert_eq!(run(&pieces), whole);
-    }
+    assert_any_split_gives(stream, run, &whole);
 }
 
 /// 20,000 pseudo-random client streams through the fuzz target's driver loop.
