@@ -907,3 +907,31 @@ fn the_idle_timeout_closes_the_session_without_update() {
     login_when_free(&server, ALICE, ALICE_PW).quit();
     assert_eq!(server.messages(ALICE, "INBOX"), stored);
 }
+
+#[test]
+fn remembered_logins_never_outlive_a_password_change_and_never_admit_a_wrong_password() {
+    let server = start();
+    let c = Pop3::login_to(&server, ALICE, ALICE_PW);
+    c.quit();
+    // A wrong password right after a remembered success still reaches the authenticator.
+    let mut c = Pop3::connect_to(&server);
+    c.ok(&format!("USER {ALICE}"));
+    c.expect("PASS not-the-password", "-ERR [AUTH] ");
+    c.quit();
+
+    // The password changes (as `wasmail user passwd` does, which then tells the server).
+    let new_password = "a brand new password 42";
+    let hash = wasmail::users::hash_password(&wasmail_types::Secret::new(new_password.to_owned()))
+        .unwrap();
+    wasmail::users::UsersFile::new(server.data_dir())
+        .set_hash(ALICE, &hash)
+        .unwrap();
+    server.handle.flush_login_cache();
+
+    let mut c = Pop3::connect_to(&server);
+    c.ok(&format!("USER {ALICE}"));
+    c.expect(&format!("PASS {ALICE_PW}"), "-ERR [AUTH] ");
+    let r = c.login(ALICE, new_password);
+    assert!(r.starts_with("+OK"), "{r}");
+    c.quit();
+}

@@ -40,6 +40,7 @@ pub struct Config {
     pub log: LogConfig,
     pub dns: DnsConfig,
     pub pop3: Pop3Config,
+    pub auth: AuthConfig,
     /// The plugin chain, in the order the plugins run. Empty means the built-in defaults.
     pub plugins: Vec<PluginConfig>,
 }
@@ -344,6 +345,23 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+/// `[auth]`: logins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a successful login is remembered (credentials as a salted digest only), so
+    /// clients that log in again and again skip the password hash. "0s" turns it off.
+    pub cache_ttl: TimeSpan,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            cache_ttl: TimeSpan::from_secs(60),
+        }
+    }
 }
 
 /// `[pop3]`: what POP3 clients may do with the mail they download.

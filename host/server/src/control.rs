@@ -2,7 +2,8 @@
 //!
 //! `<data_dir>/control.sock`, a Unix socket (mode 0600: only the server's user may use it). One
 //! request line per connection, one reply line: `reload` → `ok generation N` or `error: ...`,
-//! so the operator who asked sees why a reload failed.
+//! so the operator who asked sees why a reload failed; `flush-login-cache` → `ok` (sent by
+//! `wasmail user passwd|remove`, so a changed password applies at once).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,10 @@ pub async fn serve(path: PathBuf, handle: ServerHandle, stop: CancellationToken)
                         Ok(Err(e)) => format!("error: {e}\n"),
                         Err(e) => format!("error: {e}\n"),
                     }
+                }
+                "flush-login-cache" => {
+                    handle.flush_login_cache();
+                    "ok\n".to_owned()
                 }
                 other => format!("error: unknown request {other:?}\n"),
             };

@@ -25,6 +25,7 @@
 //!    sans I/O)
 //! ```
 
+pub mod auth_cache;
 pub mod config;
 pub mod control;
 pub mod dns;

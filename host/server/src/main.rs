@@ -89,6 +89,12 @@ fn run(cli: Cli) -> Result<(), RunError> {
     }
 }
 
+/// Tells a server running on this data dir to forget remembered logins, so an old password or a
+/// removed account stops working at once. No server running: nothing to forget.
+fn forget_logins(config: &Config) {
+    let _ = wasmail::control::request(&config.server.data_dir, "flush-login-cache");
+}
+
 /// `wasmail serve`: runs until SIGTERM or ctrl-c; SIGHUP reloads the plugins.
 fn serve(config: Config) -> Result<(), RunError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -171,6 +177,7 @@ fn run_user(config: &Config, command: UserCommand) -> Result<(), RunError> {
         UserCommand::Remove { address } => {
             let address = users::canonical_address(&address)?;
             let removed = users.remove(&address)?;
+            forget_logins(config);
             write_stdout(&format!("removed {removed}\n"))
         }
         UserCommand::Passwd {
@@ -187,6 +194,7 @@ fn run_user(config: &Config, command: UserCommand) -> Result<(), RunError> {
             };
             let password = read_password(&listed, password_stdin)?;
             let changed = users.set_hash(&listed, &users::hash_password(&password)?)?;
+            forget_logins(config);
             write_stdout(&format!("changed the password of {changed}\n"))
         }
     }

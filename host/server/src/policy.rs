@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use crate::auth_cache::AuthCache;
 use wasmail_plugin::{AuthOutcome, FilterSession, Hook, PluginHost, PluginSet, RouteOutcome};
 use wasmail_types::{
     Address, AuthAnswer, Authenticator, ClientInfo, DeliveryPolicy, Envelope, Filter, FilterAnswer,
@@ -55,6 +56,7 @@ impl std::fmt::Debug for NativePolicy {
 pub struct Policy {
     native: Arc<NativePolicy>,
     plugins: Arc<PluginHost>,
+    logins: Arc<AuthCache>,
 }
 
 /// What a filter chain decided at one stage.
@@ -67,10 +69,11 @@ pub struct Decision {
 }
 
 impl Policy {
-    pub fn new(native: NativePolicy, plugins: Arc<PluginHost>) -> Policy {
+    pub fn new(native: NativePolicy, plugins: Arc<PluginHost>, logins: Arc<AuthCache>) -> Policy {
         Policy {
             native: Arc::new(native),
             plugins,
+            logins,
         }
     }
 
@@ -83,6 +86,7 @@ impl Policy {
         let set = self.plugins.current();
         PolicySession {
             native: self.native.clone(),
+            logins: self.logins.clone(),
             filters: FilterSession::new(set.clone()),
             set,
         }
@@ -93,6 +97,7 @@ impl Policy {
 /// for it (dropped with it, so nothing a filter remembers crosses to the next transaction).
 pub struct PolicySession {
     native: Arc<NativePolicy>,
+    logins: Arc<AuthCache>,
     set: Arc<PluginSet>,
     filters: FilterSession,
 }
@@ -139,8 +144,28 @@ impl PolicySession {
         }
     }
 
-    /// Native authenticators first, then the plugins; the first that knows the identity decides.
+    /// A recent success with the same credentials (see `auth_cache.rs`), else native
+    /// authenticators first, then the plugins; the first that knows the identity decides.
     pub fn authenticate(
+        &self,
+        mechanism: &str,
+        identity: &str,
+        secret: &Secret<String>,
+        client: &ClientInfo,
+    ) -> AuthAnswer {
+        let generation = self.set.generation();
+        if let Some(account) = self.logins.get(identity, secret, generation) {
+            tracing::debug!(account, "login from the cache");
+            return AuthAnswer::Accepted(account);
+        }
+        let answer = self.ask_authenticators(mechanism, identity, secret, client);
+        if let AuthAnswer::Accepted(account) = &answer {
+            self.logins.put(identity, secret, generation, account);
+        }
+        answer
+    }
+
+    fn ask_authenticators(
         &self,
         mechanism: &str,
         identity: &str,

@@ -25,6 +25,7 @@ use wasmail_plugin::{FileWatcher, LoadError, PluginHost, PluginSpec, WasmSource}
 use wasmail_store::{FsStore, StoreConfig};
 use wasmail_types::{Authenticator, DeliveryPolicy, Filter, MailStore};
 
+use crate::auth_cache::AuthCache;
 use crate::config::Config;
 use crate::net::{self, ConnectionLimiter, Handler, TlsManager};
 use crate::policy::{NativePolicy, Policy};
@@ -236,9 +237,11 @@ impl ServerBuilder {
             store,
             queue: Arc::new(queue),
         });
+        let logins = Arc::new(AuthCache::new(config.auth.cache_ttl.as_duration()));
         Ok(Server {
-            policy: Policy::new(self.native, plugin_host.clone()),
+            policy: Policy::new(self.native, plugin_host.clone(), logins.clone()),
             handle: ServerHandle {
+                logins,
                 plugins: plugin_host,
                 specs: Arc::new(std::sync::Mutex::new(specs)),
                 config: Arc::new(config),
@@ -271,6 +274,7 @@ impl std::fmt::Debug for Server {
 /// Controls a server from elsewhere (another task, a signal handler, the control socket).
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
+    logins: Arc<AuthCache>,
     plugins: Arc<PluginHost>,
     specs: Arc<std::sync::Mutex<Vec<PluginSpec>>>,
     config: Arc<Config>,
@@ -290,6 +294,12 @@ impl ServerHandle {
             }
         }
         result
+    }
+
+    /// Forgets every remembered login (after a password change or an account removal).
+    pub fn flush_login_cache(&self) {
+        self.logins.flush();
+        tracing::info!("login cache flushed");
     }
 
     /// The generation of the plugin set serving now (0 for the first).

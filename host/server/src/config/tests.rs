@@ -90,6 +90,9 @@ fn fully_populated() -> Config {
             )]
             .into(),
         },
+        auth: AuthConfig {
+            cache_ttl: TimeSpan::from_secs(30),
+        },
         plugins: vec![PluginConfig {
             name: "spam-rules".to_owned(),
             file: PathBuf::from("/usr/lib/wasmail/spam-rules.wasm"),
