@@ -4,24 +4,32 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tempfile::TempDir;
 use wasmail::config::Config;
 use wasmail::{Server, ServerBuilder, ServerHandle, Service};
 use wasmail_types::mail::{MailboxName, MessageMeta};
-use wasmail_types::{MailStore as _, Secret};
+use wasmail_types::{MailStore as _, Mailbox, Secret};
 
 /// The domain the test servers receive mail for.
 pub const DOMAIN: &str = "example.test";
 /// Their host name (greeting, `Received:`).
 pub const HOSTNAME: &str = "mx.example.test";
 
-/// A running server; dropping it shuts the server down and waits for it.
+/// A running server; dropping it shuts the server down and waits for it, then removes its data
+/// dir ([`TestServer::shut_down`] keeps the dir).
 pub struct TestServer {
+    // Declared before `dir`: fields drop in order, so the server stops before its files go.
+    running: Running,
     pub dir: TempDir,
     pub handle: ServerHandle,
     addrs: Vec<(Service, SocketAddr)>,
+}
+
+/// The server's thread; dropping it shuts the server down and waits for it.
+struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -72,6 +80,17 @@ impl TestServer {
         build: impl FnOnce(ServerBuilder) -> ServerBuilder,
     ) -> TestServer {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        TestServer::start_in(dir, configure, build)
+    }
+
+    /// A server on an existing data dir (its accounts, mail and certificate), e.g. one that
+    /// [`TestServer::shut_down`] returned; the config and builder are adjusted as in
+    /// [`TestServer::start_with`]. The services get new ports.
+    pub fn start_in(
+        dir: TempDir,
+        configure: impl FnOnce(&mut Config),
+        build: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> TestServer {
         let mut config = test_config(dir.path());
         configure(&mut config);
         let server = build(Server::builder(config))
@@ -96,42 +115,28 @@ impl TestServer {
                 .unwrap_or_else(|e| panic!("server failed: {e}"));
         });
         TestServer {
+            running: Running {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
             dir,
             handle,
             addrs,
-            stop: Some(stop),
-            thread: Some(thread),
         }
     }
 
-    /// A server on an existing data dir (its accounts, mail and certificate), e.g. one that
-    /// [`TestServer::restart_with`] kept; the config and builder are adjusted as in
-    /// [`TestServer::start_with`]. The services get new ports.
-    pub fn start_in(
-        dir: TempDir,
-        configure: impl FnOnce(&mut Config),
-        build: impl FnOnce(ServerBuilder) -> ServerBuilder,
-    ) -> TestServer {
-        let data_dir = dir.path().to_path_buf();
-        let mut server = TestServer::start_with(
-            |config| {
-                config.server.data_dir = data_dir;
-                configure(config);
-            },
-            build,
-        );
-        // The fresh (unused) temp dir start_with made goes; this one stays with the server.
-        server.dir = dir;
-        server
+    /// Shuts the server down (waiting for open sessions, as dropping it does) and hands back
+    /// its data dir.
+    pub fn shut_down(self) -> TempDir {
+        let TestServer { running, dir, .. } = self;
+        drop(running);
+        dir
     }
 
-    /// Shuts this server down (as dropping it does) and starts a new one on the same data dir,
-    /// with `configure` applied to a fresh test config. The services get new ports.
-    pub fn restart_with(mut self, configure: impl FnOnce(&mut Config)) -> TestServer {
-        let placeholder = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let dir = std::mem::replace(&mut self.dir, placeholder);
-        drop(self);
-        TestServer::start_in(dir, configure, |b| b)
+    /// Shuts this server down and starts a new one on the same data dir, with `configure`
+    /// applied to a fresh test config. The services get new ports.
+    pub fn restart_with(self, configure: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_in(self.shut_down(), configure, |b| b)
     }
 
     /// Where `service` listens.
@@ -162,8 +167,8 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("add user: {e}"));
     }
 
-    /// Every message in an account's mailbox, oldest first, as stored (read through the store).
-    pub fn messages(&self, account: &str, mailbox: &str) -> Vec<Vec<u8>> {
+    /// An account's mailbox opened through the store (as another process would), if it exists.
+    fn mailbox(&self, account: &str, mailbox: &str) -> Option<Arc<dyn Mailbox>> {
         let store =
             wasmail_store::FsStore::open(self.data_dir(), wasmail_store::StoreConfig::default())
                 .unwrap_or_else(|e| panic!("open store: {e}"));
@@ -171,7 +176,12 @@ impl TestServer {
             .account(account)
             .unwrap_or_else(|e| panic!("account: {e}"));
         let name = MailboxName::new(mailbox).unwrap_or_else(|e| panic!("name: {e}"));
-        let Ok(mailbox) = account.open(&name) else {
+        account.open(&name).ok()
+    }
+
+    /// Every message in an account's mailbox, oldest first, as stored (read through the store).
+    pub fn messages(&self, account: &str, mailbox: &str) -> Vec<Vec<u8>> {
+        let Some(mailbox) = self.mailbox(account, mailbox) else {
             return Vec::new();
         };
         mailbox
@@ -190,14 +200,7 @@ impl TestServer {
     /// What the store knows of every message in an account's mailbox (UID, flags, size...),
     /// oldest first, read through the store as [`TestServer::messages`] reads the content.
     pub fn metas(&self, account: &str, mailbox: &str) -> Vec<MessageMeta> {
-        let store =
-            wasmail_store::FsStore::open(self.data_dir(), wasmail_store::StoreConfig::default())
-                .unwrap_or_else(|e| panic!("open store: {e}"));
-        let account = store
-            .account(account)
-            .unwrap_or_else(|e| panic!("account: {e}"));
-        let name = MailboxName::new(mailbox).unwrap_or_else(|e| panic!("name: {e}"));
-        let Ok(mailbox) = account.open(&name) else {
+        let Some(mailbox) = self.mailbox(account, mailbox) else {
             return Vec::new();
         };
         mailbox
@@ -228,7 +231,7 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+impl Drop for Running {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

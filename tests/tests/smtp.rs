@@ -951,13 +951,12 @@ fn graceful_shutdown_sends_421_4_3_2_between_commands() {
 
 #[test]
 fn graceful_shutdown_lets_the_open_transaction_finish() {
-    let mut server = start();
-    // Keep the data dir past the server's drop, to look at it afterwards.
-    let data = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+    let server = start();
     let mut c = Client::ehlo_to(&server, Service::Smtp);
     c.open_data(SENDER, ALICE);
     c.send(b"Subject: in flight\r\n\r\nstarted before shutdown\r\n");
-    let stopper = std::thread::spawn(move || drop(server));
+    // Shut down, keeping the data dir to look at afterwards.
+    let stopper = std::thread::spawn(move || server.shut_down());
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !stopper.is_finished(),
@@ -970,7 +969,7 @@ fn graceful_shutdown_lets_the_open_transaction_finish() {
     let (rest, how) = c.read_until_closed();
     assert!(rest.is_empty(), "{rest:?}");
     assert_eq!(how, "closed");
-    stopper.join().unwrap();
+    let data = stopper.join().unwrap();
     let new = data.path().join("accounts").join(ALICE).join("new");
     let files: Vec<_> = std::fs::read_dir(&new).unwrap().flatten().collect();
     assert_eq!(files.len(), 1, "{new:?}");
