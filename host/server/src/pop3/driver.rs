@@ -195,5 +195,8 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
             }
         }
     }
+    // The POP3 lock goes before the socket closes: a client that sees the close can log in
+    // again at once.
+    drop(maildrop);
     wire.close().await;
 }
