@@ -36,6 +36,12 @@ impl Xorshift64 {
         self.0 ^= self.0 << 17;
         self.0
     }
+
+    /// A number in `0..n`: `next_u64() % n` (slightly biased, which tests don't mind). `n`
+    /// must be positive.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
 }
 
 /// The sizes of the reads a client stream arrives in: 1..=700 octets each.

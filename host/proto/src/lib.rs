@@ -29,7 +29,9 @@
 //! - [`sasl`]: the SASL PLAIN and LOGIN exchanges SMTP AUTH and POP3 AUTH share.
 //! - [`smtp`]: the SMTP server session.
 //! - [`pop3`]: the POP3 server session.
+//! - [`imap`]: the IMAP server session and what it computes from messages (FETCH, SEARCH).
 
+pub mod imap;
 pub mod line;
 mod output;
 pub mod pop3;

@@ -45,6 +45,7 @@ macro_rules! session {
 }
 session!(crate::smtp::Session, crate::smtp::Event);
 session!(crate::pop3::Session, crate::pop3::Event);
+session!(crate::imap::Session, crate::imap::Event);
 
 /// A session and what came out of it.
 pub(crate) struct Transcript<S> {

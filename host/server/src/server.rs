@@ -27,6 +27,7 @@ use wasmail_types::{Authenticator, DeliveryPolicy, Filter, MailStore};
 
 use crate::auth_cache::AuthCache;
 use crate::config::Config;
+use crate::imap::{ImapService, ImapSettings};
 use crate::net::{self, ConnectionLimiter, Handler, TlsManager};
 use crate::policy::{NativePolicy, Policy};
 use crate::pop3::{Maildrops, Pop3Service, Pop3Settings};
@@ -385,6 +386,13 @@ impl Server {
             allow_plaintext_auth: config.tls.allow_plaintext_auth,
             policy: config.pop3.clone(),
         };
+        let imap = ImapSettings {
+            hostname: config.server.hostname.clone(),
+            max_line_length: limits.max_line_length.as_u64() as usize,
+            max_append_size: u32::try_from(limits.max_message_size.as_u64()).unwrap_or(u32::MAX),
+            idle_timeout: limits.imap_idle_timeout.as_duration(),
+            allow_plaintext_auth: config.tls.allow_plaintext_auth,
+        };
         for (service, listener) in self.listeners {
             let smtp = |role| -> Arc<dyn Handler> {
                 Arc::new(SmtpService::new(
@@ -407,13 +415,13 @@ impl Server {
                     Some(self.tls.clone()),
                     maildrops.clone(),
                 )),
-                other @ (Service::Imap | Service::Imaps) => {
-                    tracing::warn!(
-                        service = other.name(),
-                        "not served yet by this version; listener closed"
-                    );
-                    continue;
-                }
+                Service::Imap | Service::Imaps => Arc::new(ImapService::new(
+                    service.name(),
+                    imap.clone(),
+                    self.context.store.clone(),
+                    self.policy.clone(),
+                    Some(self.tls.clone()),
+                )),
             };
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(ServerError::Listener)?;

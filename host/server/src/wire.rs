@@ -137,24 +137,25 @@ impl Wire {
         if self.flush(session).await.is_err() {
             return Turn::Gone;
         }
-        match self.read(shutdown).await {
-            Input::Data(bytes) => {
-                session.feed(bytes);
-                Turn::Fed
-            }
-            Input::Closed => {
-                tracing::debug!("client closed the connection");
-                Turn::Gone
-            }
-            Input::Failed(e) => {
-                tracing::debug!(error = %e, "read failed");
-                Turn::Gone
-            }
-            Input::IdleTimeout => {
-                tracing::info!("idle timeout");
-                Turn::IdleTimeout
-            }
-            Input::Shutdown => Turn::Shutdown,
+        let input = self.read(shutdown).await;
+        deliver(input, session)
+    }
+
+    /// [`Wire::turn`], or `None` as soon as `wake` completes with no input yet (IMAP IDLE: news
+    /// from the mailbox goes out without waiting for the client). Reads are cancel-safe, so
+    /// no input is lost when `wake` wins.
+    pub async fn turn_until(
+        &mut self,
+        session: &mut impl Dialogue,
+        shutdown: Option<&CancellationToken>,
+        wake: impl std::future::Future<Output = ()>,
+    ) -> Option<Turn> {
+        if self.flush(session).await.is_err() {
+            return Some(Turn::Gone);
+        }
+        tokio::select! {
+            input = self.read(shutdown) => Some(deliver(input, session)),
+            () = wake => None,
         }
     }
 
@@ -202,6 +203,29 @@ impl Wire {
         if let Some(mut stream) = self.stream.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
         }
+    }
+}
+
+/// Feeds what a read produced to the session, or says why there is nothing to feed.
+fn deliver(input: Input<'_>, session: &mut impl Dialogue) -> Turn {
+    match input {
+        Input::Data(bytes) => {
+            session.feed(bytes);
+            Turn::Fed
+        }
+        Input::Closed => {
+            tracing::debug!("client closed the connection");
+            Turn::Gone
+        }
+        Input::Failed(e) => {
+            tracing::debug!(error = %e, "read failed");
+            Turn::Gone
+        }
+        Input::IdleTimeout => {
+            tracing::info!("idle timeout");
+            Turn::IdleTimeout
+        }
+        Input::Shutdown => Turn::Shutdown,
     }
 }
 

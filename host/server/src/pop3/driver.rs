@@ -2,13 +2,12 @@
 //! events through the authenticators and the maildrop (on blocking threads).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmail_proto::pop3::{Event, LoginFailure, Progress, Session};
-use wasmail_types::AuthAnswer;
 
 use super::Pop3Service;
 use super::maildrop::{Maildrop, OpenError};
+use crate::login::{self, Login};
 use crate::net::Connection;
 use crate::wire::{Dialogue, Turn, Wire, blocking};
 
@@ -23,9 +22,6 @@ impl Dialogue for Session {
         Session::take_output(self)
     }
 }
-
-/// How long a failed login waits before its answer: brute force gets slow, people do not notice.
-const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(500);
 
 pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
     let (mut wire, mut client, shutdown) = Wire::open(conn, service.settings.idle_timeout);
@@ -59,49 +55,41 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                 user,
                 secret,
             }) => {
-                if authzid.as_ref().is_some_and(|z| *z != user) {
-                    tracing::info!(
-                        identity = user,
-                        "login refused: authorization identity differs"
-                    );
-                    tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-                    session.login_failed(LoginFailure::Credentials);
-                    continue;
-                }
-                let s = service.clone();
-                let who = client.clone();
                 // USER/PASS carries a password like SASL PLAIN; authenticators know PLAIN.
                 let mech = match mechanism {
                     wasmail_proto::pop3::Mechanism::Login => "LOGIN",
                     _ => "PLAIN",
                 };
-                let opened = blocking(move || {
-                    let answer = s.policy.session().authenticate(mech, &user, &secret, &who);
-                    match answer {
-                        AuthAnswer::Accepted(account) => {
-                            let (expire, delay) = s.settings.policy.for_account(&account);
-                            let drop =
-                                s.maildrops
-                                    .open(s.store.as_ref(), &account, delay.as_duration());
-                            Ok((account, drop.map(|d| (d, expire))))
-                        }
-                        AuthAnswer::TemporaryFailure => Err(LoginFailure::Temporary),
-                        AuthAnswer::Rejected | AuthAnswer::NotMine => {
-                            tracing::info!(identity = user, "login failed");
-                            Err(LoginFailure::Credentials)
-                        }
+                let login = login::check(&service.policy, mech, authzid, user, secret, &client);
+                let account = match login.await {
+                    Login::Accepted(account) => account,
+                    Login::Refused => {
+                        session.login_failed(LoginFailure::Credentials);
+                        continue;
                     }
+                    Login::Unavailable => {
+                        session.login_failed(LoginFailure::Temporary);
+                        continue;
+                    }
+                };
+                let s = service.clone();
+                let name = account.clone();
+                let opened = blocking(move || {
+                    let (expire, delay) = s.settings.policy.for_account(&name);
+                    s.maildrops
+                        .open(s.store.as_ref(), &name, delay.as_duration())
+                        .map(|d| (d, expire))
                 })
                 .await;
                 match opened {
-                    Some(Ok((account, Ok((drop, account_expire))))) => {
+                    Some(Ok((drop, account_expire))) => {
                         tracing::Span::current().record("account", account.as_str());
                         tracing::info!(messages = drop.listing().len(), "logged in");
                         session.logged_in(account, drop.listing());
                         maildrop = Some(drop);
                         expire = account_expire;
                     }
-                    Some(Ok((account, Err(e)))) => {
+                    Some(Err(e)) => {
                         let failure = match e {
                             OpenError::InUse => LoginFailure::InUse,
                             OpenError::TooSoon => LoginFailure::LoginDelay,
@@ -113,11 +101,6 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                         tracing::info!(account, ?failure, "maildrop not opened");
                         session.login_failed(failure);
                     }
-                    Some(Err(LoginFailure::Credentials)) => {
-                        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-                        session.login_failed(LoginFailure::Credentials);
-                    }
-                    Some(Err(failure)) => session.login_failed(failure),
                     None => session.login_failed(LoginFailure::Temporary),
                 }
             }
