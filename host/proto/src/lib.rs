@@ -1,4 +1,4 @@
-//! Sans-I/O protocol sessions for wasmail: SMTP and POP3 now, IMAP to come.
+//! Sans-I/O protocol sessions for wasmail: SMTP, IMAP and POP3.
 //!
 //! A session never touches a socket, a file or a clock. The driver (a thin tokio task in the
 //! `wasmail` crate, or a test, or a fuzzer) moves the bytes:

@@ -41,17 +41,27 @@ pub trait Dialogue {
     fn take_output(&mut self) -> Vec<u8>;
 }
 
-impl Dialogue for wasmail_proto::smtp::Session {
-    fn feed(&mut self, bytes: &[u8]) {
-        self.feed(bytes);
-    }
-    fn has_output(&self) -> bool {
-        self.has_output()
-    }
-    fn take_output(&mut self) -> Vec<u8> {
-        self.take_output()
-    }
+/// Every protocol session offers the same three calls to the socket side.
+macro_rules! dialogue {
+    ($($session:ty),*) => {$(
+        impl Dialogue for $session {
+            fn feed(&mut self, bytes: &[u8]) {
+                <$session>::feed(self, bytes);
+            }
+            fn has_output(&self) -> bool {
+                <$session>::has_output(self)
+            }
+            fn take_output(&mut self) -> Vec<u8> {
+                <$session>::take_output(self)
+            }
+        }
+    )*};
 }
+dialogue!(
+    wasmail_proto::smtp::Session,
+    wasmail_proto::pop3::Session,
+    wasmail_proto::imap::Session
+);
 
 /// What one turn of the socket (flush the session's output, wait for input) came to.
 #[derive(Debug, PartialEq, Eq)]

@@ -14,19 +14,7 @@ use super::convert;
 use super::selected::code;
 use crate::login::{self, Login};
 use crate::net::Connection;
-use crate::wire::{Dialogue, Turn, Wire, blocking};
-
-impl Dialogue for Session {
-    fn feed(&mut self, bytes: &[u8]) {
-        Session::feed(self, bytes);
-    }
-    fn has_output(&self) -> bool {
-        Session::has_output(self)
-    }
-    fn take_output(&mut self) -> Vec<u8> {
-        Session::take_output(self)
-    }
-}
+use crate::wire::{Turn, Wire, blocking};
 
 pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
     let (mut wire, mut client, shutdown) = Wire::open(conn, service.settings.idle_timeout);
