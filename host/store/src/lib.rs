@@ -17,6 +17,7 @@
 //! several processes may share a data dir (the journal is shared under `flock`).
 
 mod account;
+mod cache;
 mod import;
 mod journal;
 mod layout;
@@ -269,6 +270,14 @@ impl Mailbox for FsMailboxHandle {
             Outcome::Flags(f) => Some(f),
             _ => None,
         })
+    }
+
+    fn cached(&self, uid: Uid) -> Option<Arc<[u8]>> {
+        self.0.cached(uid)
+    }
+
+    fn set_cached(&self, uid: Uid, data: &[u8]) {
+        self.0.set_cached(uid, data);
     }
 
     fn expunge(&self, uids: Option<&[Uid]>) -> StoreResult<Vec<Uid>> {

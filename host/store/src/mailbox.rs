@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
 use cap_std::fs::{Dir, File, OpenOptions};
@@ -33,6 +33,7 @@ use wasmail_types::mail::{
 use wasmail_types::{ChangeListener, FlagUpdate, MessageContent, StoreError, StoreResult};
 
 use crate::StoreConfig;
+use crate::cache::Cache;
 use crate::journal::{self, Next, Record};
 use crate::layout::{self, INDEX_FILE, LOCK_FILE};
 use crate::state::{Entry, State};
@@ -105,6 +106,8 @@ pub(crate) struct FsMailbox {
     flushed: Condvar,
     listeners: Mutex<Vec<Weak<dyn ChangeListener>>>,
     deleted: AtomicBool,
+    /// Derived data protocols keep per message (`cache.rs`), loaded on first use.
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for FsMailbox {
@@ -231,6 +234,7 @@ impl FsMailbox {
             flushed: Condvar::new(),
             listeners: Mutex::new(Vec::new()),
             deleted: AtomicBool::new(false),
+            cache: Mutex::new(Cache::default()),
         };
         mailbox.adopt_orphans(false)?;
         Ok(mailbox)
@@ -353,6 +357,25 @@ impl FsMailbox {
 
     pub(crate) fn messages(&self) -> StoreResult<Vec<MessageMeta>> {
         self.with_state(|s| s.messages.iter().map(|e| e.meta.clone()).collect())
+    }
+
+    /// See [`wasmail_types::Mailbox::cached`].
+    pub(crate) fn cached(&self, uid: Uid) -> Option<Arc<[u8]>> {
+        let validity = self.uid_validity().ok()?;
+        let live = |u: Uid| self.with_state(|s| s.get(u).is_some()).unwrap_or(false);
+        lock(&self.cache).get(&self.dir, validity, uid, live)
+    }
+
+    /// See [`wasmail_types::Mailbox::set_cached`].
+    pub(crate) fn set_cached(&self, uid: Uid, data: &[u8]) {
+        let Ok(validity) = self.uid_validity() else {
+            return;
+        };
+        if self.entry(uid).is_err() {
+            return;
+        }
+        let live = |u: Uid| self.with_state(|s| s.get(u).is_some()).unwrap_or(false);
+        lock(&self.cache).put(&self.dir, validity, uid, data, live);
     }
 
     pub(crate) fn entry(&self, uid: Uid) -> StoreResult<Entry> {

@@ -236,6 +236,17 @@ pub trait Mailbox: Send + Sync {
     ) -> StoreResult<FlagUpdate>;
     /// Removes messages flagged `\Deleted` (only those in `uids` if given); returns what went.
     fn expunge(&self, uids: Option<&[Uid]>) -> StoreResult<Vec<Uid>>;
+
+    /// What a protocol derived from a message and asked the store to keep
+    /// ([`Mailbox::set_cached`]; IMAP: its ENVELOPE and BODYSTRUCTURE), so it need not read and
+    /// parse the message again. A cache: a store may forget (or never keep) it.
+    fn cached(&self, _uid: Uid) -> Option<Arc<[u8]>> {
+        None
+    }
+
+    /// Offers derived data for [`Mailbox::cached`]; the first value kept for a UID stays (a
+    /// message never changes).
+    fn set_cached(&self, _uid: Uid, _data: &[u8]) {}
 }
 
 /// One account: its folders and the operations that span two of them.

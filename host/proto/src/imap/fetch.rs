@@ -21,7 +21,7 @@ use super::imap_types::fetch::{
 use super::imap_types::flag::{Flag, FlagFetch};
 use super::imap_types::response::{Data, Response};
 use super::mime::{self, MimeMessage};
-use super::{MessageOctets, MessageRef, header_len};
+use super::{MessageOctets, MessageRef, Structure, header_len};
 
 /// What a FETCH adds to the items the client asked for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
@@ -79,6 +79,7 @@ pub fn fetch(
         octets: message.octets,
         whole: None,
         parsed: None,
+        structure: None,
     };
     let mut out = Vec::with_capacity(items.len() + 2);
     if options.uid && !items.contains(&MessageDataItemName::Uid) {
@@ -101,14 +102,13 @@ pub fn fetch(
             MessageDataItemName::Rfc822Size => {
                 MessageDataItem::Rfc822Size(u32::try_from(meta.size).unwrap_or(u32::MAX))
             }
-            MessageDataItemName::Envelope => {
-                MessageDataItem::Envelope(mime::envelope(source.header()?))
-            }
-            MessageDataItemName::Body => {
-                MessageDataItem::Body(source.parsed()?.body_structure(false))
-            }
+            MessageDataItemName::Envelope => match source.kept() {
+                Some(kept) => MessageDataItem::Envelope(kept.envelope.clone()),
+                None => MessageDataItem::Envelope(mime::envelope(source.header()?)),
+            },
+            MessageDataItemName::Body => MessageDataItem::Body(source.structure()?.body()),
             MessageDataItemName::BodyStructure => {
-                MessageDataItem::BodyStructure(source.parsed()?.body_structure(true))
+                MessageDataItem::BodyStructure(source.structure()?.body_structure.clone())
             }
             MessageDataItemName::Rfc822 => {
                 MessageDataItem::Rfc822(octets_nstring(source.whole()?.to_vec()))
@@ -159,9 +159,36 @@ struct Source<'a> {
     octets: &'a dyn MessageOctets,
     whole: Option<&'a [u8]>,
     parsed: Option<MimeMessage<'a>>,
+    /// ENVELOPE and BODYSTRUCTURE: kept by the store, or computed here (and offered back).
+    structure: Option<Structure>,
 }
 
 impl<'a> Source<'a> {
+    /// The structure the store kept, if any (nothing is read).
+    fn kept(&mut self) -> Option<&Structure> {
+        if self.structure.is_none() {
+            self.structure = self.octets.structure();
+        }
+        self.structure.as_ref()
+    }
+
+    /// The structure, kept or computed now from the whole message (and then offered to the
+    /// store).
+    fn structure(&mut self) -> io::Result<&Structure> {
+        if self.kept().is_none() {
+            let parsed = self.parsed()?;
+            let structure = Structure {
+                envelope: parsed.envelope(),
+                body_structure: parsed.body_structure(true),
+            };
+            self.octets.computed(&structure);
+            self.structure = Some(structure);
+        }
+        self.structure
+            .as_ref()
+            .ok_or_else(|| io::Error::other("structure unavailable"))
+    }
+
     fn header(&self) -> io::Result<&'a [u8]> {
         match self.whole {
             Some(whole) => Ok(&whole[..header_len(whole)]),

@@ -52,6 +52,8 @@
 
 pub mod fetch;
 mod framing;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod mime;
 pub mod names;
 pub mod search;
@@ -59,8 +61,10 @@ pub mod sequence;
 mod session;
 #[cfg(test)]
 mod session_tests;
+mod structure;
 
 pub use session::{Completion, Session};
+pub use structure::Structure;
 
 use std::io;
 
@@ -195,6 +199,15 @@ pub trait MessageOctets {
     fn header(&self) -> io::Result<&[u8]>;
     /// The whole message as stored.
     fn whole(&self) -> io::Result<&[u8]>;
+
+    /// The message's ENVELOPE and BODYSTRUCTURE if known without reading it (kept by the
+    /// store); FETCH then neither reads nor parses the message for them.
+    fn structure(&self) -> Option<Structure> {
+        None
+    }
+
+    /// FETCH computed the structure: an implementation may keep it for [`Self::structure`].
+    fn computed(&self, _structure: &Structure) {}
 }
 
 /// A message held in memory.

@@ -33,7 +33,7 @@ use crate::sasl::{self, Step};
 /// nothing real works.
 const MIN_LINE_LENGTH: usize = 1000;
 /// The longest AUTHENTICATE response line (base64 of a PLAIN message with long names).
-const MAX_AUTH_LINE: usize = 16 * 1024;
+pub(crate) const MAX_AUTH_LINE: usize = 16 * 1024;
 /// Output waiting to be written beyond which the driver should flush before adding more (it is
 /// told through [`Session::output_full`]).
 const MAX_QUEUED_OUTPUT: usize = 4 * 1024 * 1024;

@@ -517,3 +517,19 @@ fn random_input_never_panics_and_memory_stays_bounded() {
         }
     }
 }
+
+#[test]
+fn generated_streams_keep_every_invariant() {
+    for seed in 0..3000 {
+        super::fuzzing::run(&super::fuzzing::generate(seed));
+    }
+}
+
+#[test]
+fn generated_commands_round_trip_and_random_messages_give_structures() {
+    for seed in 0..3000 {
+        let stream = super::fuzzing::generate(seed);
+        super::fuzzing::command_roundtrip(&stream[4..]);
+        super::fuzzing::mime(&stream[4..]);
+    }
+}

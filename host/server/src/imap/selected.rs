@@ -22,7 +22,7 @@ use wasmail_proto::imap::imap_types::response::{Code, CodeOther, Data};
 use wasmail_proto::imap::imap_types::search::SearchKey;
 use wasmail_proto::imap::imap_types::sequence::SequenceSet;
 use wasmail_proto::imap::search::{self, SearchContext};
-use wasmail_proto::imap::{MessageOctets, MessageRef, header_len, sequence};
+use wasmail_proto::imap::{MessageOctets, MessageRef, Structure, header_len, sequence};
 use wasmail_types::mail::{FlagOp, Flags, MailboxName, MessageMeta, ModSeq, SystemFlag, Uid};
 use wasmail_types::{Account, Mailbox, MailboxView, MessageContent, StoreResult, ViewEvent};
 
@@ -768,5 +768,15 @@ impl MessageOctets for LazyMessage<'_> {
             let _ = self.whole.set(whole);
         }
         Ok(self.whole.get().map(Vec::as_slice).unwrap_or_default())
+    }
+
+    fn structure(&self) -> Option<Structure> {
+        Structure::from_bytes(&self.mailbox.cached(self.uid)?)
+    }
+
+    fn computed(&self, structure: &Structure) {
+        if let Some(bytes) = structure.to_bytes() {
+            self.mailbox.set_cached(self.uid, &bytes);
+        }
     }
 }
