@@ -17,6 +17,8 @@ use crate::net::{Connection, ConnectionPermit, Stream, TlsManager};
 
 /// Bytes read per call: also the most a session is fed at once.
 const READ_SIZE: usize = 64 * 1024;
+/// Bytes read per call on a TLS connection: one TLS record's plaintext at most.
+const TLS_READ_SIZE: usize = 16 * 1024;
 
 /// How long a TLS handshake may take.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,7 +81,9 @@ pub enum Turn {
 #[derive(Debug)]
 pub struct Wire {
     stream: Option<Stream>,
-    buf: Box<[u8]>,
+    /// Allocated for a read and freed once its bytes are fed: a connection waiting for its
+    /// client (IMAP IDLE, or between commands) holds no read buffer.
+    buf: Vec<u8>,
     idle: Duration,
     /// The connection's slot in the limiter, held as long as the socket.
     _permit: Option<ConnectionPermit>,
@@ -89,7 +93,7 @@ impl Wire {
     pub fn new(stream: Stream, idle: Duration) -> Wire {
         Wire {
             stream: Some(stream),
-            buf: vec![0; READ_SIZE].into_boxed_slice(),
+            buf: Vec::new(),
             idle,
             _permit: None,
         }
@@ -121,7 +125,20 @@ impl Wire {
         let Some(stream) = self.stream.as_mut() else {
             return Input::Closed;
         };
-        let read = tokio::time::timeout(self.idle, stream.read(&mut self.buf));
+        let buf = &mut self.buf;
+        let read = async {
+            // A plain socket is waited on without a buffer. A TLS one may hold decrypted bytes
+            // the socket no longer signals, so it is read at once (into a record-sized buffer).
+            let size = if stream.is_tls() {
+                TLS_READ_SIZE
+            } else {
+                stream.tcp().readable().await?;
+                READ_SIZE
+            };
+            buf.resize(size, 0);
+            stream.read(buf).await
+        };
+        let read = tokio::time::timeout(self.idle, read);
         let result = match shutdown {
             Some(token) => tokio::select! {
                 r = read => r,
@@ -137,6 +154,11 @@ impl Wire {
         }
     }
 
+    /// Frees the read buffer (its bytes have been fed).
+    fn release_buffer(&mut self) {
+        self.buf = Vec::new();
+    }
+
     /// Writes what the session has queued, then waits for input and feeds it to the session.
     /// This is the flush point of pipelining: replies go out when the session needs more input.
     pub async fn turn(
@@ -148,7 +170,9 @@ impl Wire {
             return Turn::Gone;
         }
         let input = self.read(shutdown).await;
-        deliver(input, session)
+        let turn = deliver(input, session);
+        self.release_buffer();
+        turn
     }
 
     /// [`Wire::turn`], or `None` as soon as `wake` completes with no input yet (IMAP IDLE: news
@@ -163,10 +187,12 @@ impl Wire {
         if self.flush(session).await.is_err() {
             return Some(Turn::Gone);
         }
-        tokio::select! {
+        let turn = tokio::select! {
             input = self.read(shutdown) => Some(deliver(input, session)),
             () = wake => None,
-        }
+        };
+        self.release_buffer();
+        turn
     }
 
     /// Writes what the session has queued.

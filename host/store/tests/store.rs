@@ -810,7 +810,7 @@ fn change_feed_and_session_views() {
     // Flag changes from elsewhere arrive as Changed; our own noted changes do not echo.
     let upd = mb.store_flags(&[u[2]], FlagOp::Add, &seen(), None).unwrap();
     for m in upd.updated {
-        a.note(m);
+        a.note(&m);
     }
     assert!(a.sync(mb.as_ref(), true).unwrap().is_empty());
     match b.sync(mb.as_ref(), true).unwrap().as_slice() {

@@ -7,8 +7,6 @@
 //! Other sessions' expunges leave this view untouched until then: the message keeps its number,
 //! and reading it may fail ("expunged by another session"), as RFC 3501 allows.
 
-use std::collections::HashMap;
-
 use crate::mail::{MessageMeta, ModSeq, Uid};
 use crate::{Mailbox, StoreResult};
 
@@ -23,14 +21,18 @@ pub enum ViewEvent {
     Changed { seq: u32, meta: MessageMeta },
 }
 
+///
+/// Memory: 12 octets per message (a UID and the modseq last reported), so thousands of idle
+/// sessions on large mailboxes stay cheap.
 #[derive(Clone, Debug)]
 pub struct MailboxView {
     /// Ascending; index + 1 is the sequence number.
     uids: Vec<Uid>,
+    /// `reported[i]`: the modseq of `uids[i]` as last reported, to tell real changes from
+    /// echoes of our own (every flag change raises a message's modseq).
+    reported: Vec<ModSeq>,
     /// Everything up to this modseq has been reported.
     seen: ModSeq,
-    /// Flags as last reported, to tell real changes from echoes of our own.
-    known: HashMap<Uid, MessageMeta>,
 }
 
 impl MailboxView {
@@ -39,11 +41,17 @@ impl MailboxView {
         mailbox.refresh()?;
         let status = mailbox.status()?;
         let messages = mailbox.messages()?;
-        Ok(MailboxView {
+        Ok(MailboxView::of(&messages, status.highest_modseq))
+    }
+
+    /// The view of `messages` (ascending by UID, as [`Mailbox::messages`] lists them), all
+    /// reported up to `highest`.
+    pub fn of(messages: &[MessageMeta], highest: ModSeq) -> MailboxView {
+        MailboxView {
             uids: messages.iter().map(|m| m.uid).collect(),
-            seen: status.highest_modseq,
-            known: messages.into_iter().map(|m| (m.uid, m)).collect(),
-        })
+            reported: messages.iter().map(|m| m.modseq).collect(),
+            seen: highest,
+        }
     }
 
     pub fn len(&self) -> u32 {
@@ -68,16 +76,12 @@ impl MailboxView {
         self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
     }
 
-    /// The metadata last reported for a message.
-    pub fn meta(&self, uid: Uid) -> Option<&MessageMeta> {
-        self.known.get(&uid)
-    }
-
     /// Records that the client has been told about `meta` (e.g. in a FETCH response after its
     /// own STORE), so the next sync does not report it again.
-    pub fn note(&mut self, meta: MessageMeta) {
-        if self.seq(meta.uid).is_some() {
-            self.known.insert(meta.uid, meta);
+    pub fn note(&mut self, meta: &MessageMeta) {
+        if let Some(seq) = self.seq(meta.uid) {
+            let at = seq as usize - 1;
+            self.reported[at] = self.reported[at].max(meta.modseq);
         }
     }
 
@@ -118,7 +122,7 @@ impl MailboxView {
             for uid in gone.into_iter().rev() {
                 if let Some(seq) = self.seq(uid) {
                     self.uids.remove(seq as usize - 1);
-                    self.known.remove(&uid);
+                    self.reported.remove(seq as usize - 1);
                     events.push(ViewEvent::Expunge(seq));
                 }
             }
@@ -130,15 +134,12 @@ impl MailboxView {
         for meta in changed {
             if last.is_none_or(|l| meta.uid > l) {
                 self.uids.push(meta.uid);
-                self.known.insert(meta.uid, meta);
+                self.reported.push(meta.modseq);
                 added = true;
             } else if let Some(seq) = self.seq(meta.uid) {
-                let same = self
-                    .known
-                    .get(&meta.uid)
-                    .is_some_and(|k| k.flags == meta.flags && k.modseq >= meta.modseq);
-                if !same {
-                    self.known.insert(meta.uid, meta.clone());
+                let at = seq as usize - 1;
+                if meta.modseq > self.reported[at] {
+                    self.reported[at] = meta.modseq;
                     events.push(ViewEvent::Changed { seq, meta });
                 }
             }

@@ -64,8 +64,10 @@ impl Selected {
         let mailbox = account.open(&name)?;
         let listener: Arc<dyn wasmail_types::ChangeListener> = wake.clone();
         mailbox.subscribe(Arc::downgrade(&listener));
-        let view = MailboxView::open(mailbox.as_ref())?;
+        mailbox.refresh()?;
         let status = mailbox.status()?;
+        let messages = mailbox.messages()?;
+        let view = MailboxView::of(&messages, status.highest_modseq);
         // EXAMINE must not change per-user state (RFC 3501 6.3.2): it leaves \Recent alone.
         let recent: HashSet<Uid> = if read_only {
             HashSet::new()
@@ -79,16 +81,14 @@ impl Selected {
         };
         let mut keywords: Vec<String> = Vec::new();
         let mut first_unseen = None;
-        for (i, uid) in view.uids().iter().enumerate() {
-            if let Some(meta) = view.meta(*uid) {
-                for k in meta.flags.keywords() {
-                    if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
-                        keywords.push(k.clone());
-                    }
+        for (i, meta) in messages.iter().enumerate() {
+            for k in meta.flags.keywords() {
+                if !keywords.iter().any(|x| x.eq_ignore_ascii_case(k)) {
+                    keywords.push(k.clone());
                 }
-                if first_unseen.is_none() && !meta.flags.contains(SystemFlag::Seen) {
-                    first_unseen = Some(i as u32 + 1);
-                }
+            }
+            if first_unseen.is_none() && !meta.flags.contains(SystemFlag::Seen) {
+                first_unseen = Some(i as u32 + 1);
             }
         }
         let mut flags: Vec<Flag<'static>> = vec![
@@ -430,7 +430,7 @@ impl Selected {
                 items.dedup();
                 self.push_fetch(r, seq, items);
             }
-            self.view.note(meta);
+            self.view.note(&meta);
         }
         if update.modified.is_empty() {
             r.ok(None, "STORE completed");
@@ -597,6 +597,8 @@ impl FetchJob {
             metas.retain(|m| m.modseq > since);
         }
         self.missing |= metas.len() < uids.len() && self.changed_since.is_none();
+        // Messages this FETCH marks \Seen: their new FLAGS go out with the data.
+        let mut newly_seen: HashSet<Uid> = HashSet::new();
         if self.set_seen {
             let unseen: Vec<Uid> = metas
                 .iter()
@@ -611,6 +613,7 @@ impl FetchJob {
                     None,
                 ) {
                     Ok(update) => {
+                        newly_seen.extend(unseen.iter().copied());
                         for fresh in update.updated {
                             if let Ok(i) = metas.binary_search_by_key(&fresh.uid, |m| m.uid) {
                                 metas[i] = fresh;
@@ -640,10 +643,7 @@ impl FetchJob {
                 recent: selected.recent.contains(&meta.uid),
                 octets: &octets,
             };
-            let was_seen = selected
-                .view
-                .meta(meta.uid)
-                .is_some_and(|m| m.flags.contains(SystemFlag::Seen));
+            let was_seen = !newly_seen.contains(&meta.uid);
             match fetch::fetch(&message, &self.items, &self.options) {
                 Ok(mut items) => {
                     // \Seen just set: the client hears the new FLAGS (RFC 3501 6.4.5).
@@ -671,7 +671,7 @@ impl FetchJob {
                             .iter()
                             .any(|i| matches!(i, MessageDataItemName::Flags))
                     {
-                        selected.view.note(meta.clone());
+                        selected.view.note(meta);
                     }
                 }
                 Err(e) => {
