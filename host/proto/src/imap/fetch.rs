@@ -12,7 +12,7 @@ use wasmail_types::date::civil_from_days;
 use wasmail_types::mail::{InternalDate, MessageMeta, SystemFlag};
 
 use super::imap_types::IntoStatic;
-use super::imap_types::core::{Atom, LiteralMode, NString, NString8};
+use super::imap_types::core::{AString, Atom, IString, LiteralMode, NString, NString8, Vec1};
 use super::imap_types::datetime::DateTime;
 use super::imap_types::extensions::binary::Literal8;
 use super::imap_types::fetch::{
@@ -126,7 +126,7 @@ pub fn fetch(
                 let octets = body_section(&mut source, section.as_ref())?;
                 let (origin, octets) = cut(octets, *partial);
                 MessageDataItem::BodyExt {
-                    section: section.clone().into_static(),
+                    section: section.as_ref().map(as_server_sends),
                     origin,
                     data: octets_nstring(octets),
                 }
@@ -347,6 +347,34 @@ fn internal_date(date: InternalDate) -> io::Result<DateTime> {
         io::ErrorKind::InvalidData,
         format!("internal date not representable in IMAP: {line:?}"),
     ))
+}
+
+/// A section as the response names it: header-field names the client sent as literals go back
+/// as atoms or quoted strings (a server must not send a non-synchronizing literal, and a field
+/// name needs no literal at all).
+fn as_server_sends(section: &Section<'_>) -> Section<'static> {
+    fn names(names: &Vec1<AString<'_>>) -> Vec1<AString<'static>> {
+        Vec1::unvalidated(
+            names
+                .as_ref()
+                .iter()
+                .map(|name| match name {
+                    AString::String(IString::Literal(literal)) => {
+                        AString::try_from(literal.data().to_vec())
+                            .unwrap_or_else(|_| name.clone().into_static())
+                    }
+                    other => other.clone().into_static(),
+                })
+                .collect(),
+        )
+    }
+    match section {
+        Section::HeaderFields(part, fields) => Section::HeaderFields(part.clone(), names(fields)),
+        Section::HeaderFieldsNot(part, fields) => {
+            Section::HeaderFieldsNot(part.clone(), names(fields))
+        }
+        other => other.clone().into_static(),
+    }
 }
 
 #[cfg(test)]

@@ -178,6 +178,11 @@ pub(super) fn execute(state: &mut AccountState, command: Command, condstore: boo
             None => r.bad("No mailbox selected"),
         },
     }
+    if r.selected == Some(None) {
+        // CLOSE, UNSELECT, a failed SELECT or a DELETE of the selected mailbox: nothing more
+        // is reported about it (RFC 3501 6.4.2: CLOSE sends no EXPUNGE).
+        state.selected = None;
+    }
     if r.more.is_none() {
         let condstore = condstore || r.condstore;
         sync(state, &mut r, allow_expunge, condstore);
