@@ -533,3 +533,44 @@ fn generated_commands_round_trip_and_random_messages_give_structures() {
         super::fuzzing::mime(&stream[4..]);
     }
 }
+
+#[test]
+fn extension_rfc_examples() {
+    // RFC 5161 3.1: only what the server knows is enabled.
+    let mut h = Harness::logged_in();
+    h.script(
+        "C: t2 ENABLE CONDSTORE X-GOOD-IDEA
+         S: * ENABLED CONDSTORE
+         S: t2 OK ENABLE completed",
+    );
+    // RFC 5161 3.2: ENABLE is for the authenticated state only.
+    h.script(
+        "C: s SELECT INBOX
+         S: s OK SELECT completed
+         C: t3 ENABLE CONDSTORE
+         S: t3 BAD ENABLE is valid only in the authenticated state",
+    );
+    // RFC 2177 3: IDLE, an update while idling, DONE.
+    h.script("C: A002 IDLE\n S: + idling");
+    h.session
+        .respond(imap_codec::imap_types::response::Data::Exists(4));
+    h.script(
+        "S: * 4 EXISTS
+         C: DONE
+         S: A002 OK IDLE terminated",
+    );
+    // RFC 4959 3: SASL-IR, authzid = authcid ("test").
+    let mut h = Harness::new(config());
+    h.script(&format!(
+        "C: a01 AUTHENTICATE PLAIN dGVzdAB0ZXN0AHNlY3JldA==
+         S: a01 OK [CAPABILITY {CAPS_AFTER_LOGIN}] Logged in"
+    ));
+    assert!(h.has_event("Login { mechanism: Plain, authzid: None, user: \"test\""));
+    // RFC 2971 3.1: ID before login.
+    let mut h = Harness::new(config());
+    h.script(
+        "C: a023 ID (\"name\" \"sodr\" \"version\" \"19.34\" \"vendor\" \"Pink Floyd Music Limited\")
+         S: * ID (\"name\" \"wasmail\" \"vendor\" \"wasmail\" \"version\" \"0.1.0\")
+         S: a023 OK ID completed",
+    );
+}

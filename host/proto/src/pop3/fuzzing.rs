@@ -64,6 +64,7 @@ pub fn run(data: &[u8]) {
             .flag(5)
             .then_some(Expire::Days(u32::from(input.byte(1)))),
         login_delay: input.flag(6).then_some(900),
+        policy_varies_by_user: input.flag(6),
     };
     let line_limit = config.max_line_length.max(255);
     let refuse = input.byte(1);

@@ -114,6 +114,9 @@ pub struct SessionConfig {
     pub expire: Option<Expire>,
     /// CAPA `LOGIN-DELAY <seconds>` (RFC 2449 6.5); None: not listed.
     pub login_delay: Option<u32>,
+    /// Some accounts have their own EXPIRE or LOGIN-DELAY: before login CAPA adds `USER` to
+    /// them; after login it lists the account's own (see [`Session::account_policy`]).
+    pub policy_varies_by_user: bool,
 }
 
 /// The server's retention policy as CAPA announces it (RFC 2449 6.7).

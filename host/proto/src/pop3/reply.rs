@@ -128,7 +128,10 @@ pub(crate) fn capabilities(
     stls: bool,
     expire: Option<Expire>,
     login_delay: Option<u32>,
+    varies_by_user: bool,
 ) -> Vec<String> {
+    // RFC 2449 6.5, 6.7: before login, `USER` says an account may have its own value.
+    let user = if varies_by_user { " USER" } else { "" };
     let mut lines = vec!["TOP".to_owned()];
     if plaintext_auth {
         lines.push("USER".to_owned());
@@ -142,12 +145,12 @@ pub(crate) fn capabilities(
     }
     lines.push("IMPLEMENTATION wasmail".to_owned());
     match expire {
-        Some(Expire::Never) => lines.push("EXPIRE NEVER".to_owned()),
-        Some(Expire::Days(days)) => lines.push(format!("EXPIRE {days}")),
+        Some(Expire::Never) => lines.push(format!("EXPIRE NEVER{user}")),
+        Some(Expire::Days(days)) => lines.push(format!("EXPIRE {days}{user}")),
         None => {}
     }
     if let Some(secs) = login_delay {
-        lines.push(format!("LOGIN-DELAY {secs}"));
+        lines.push(format!("LOGIN-DELAY {secs}{user}"));
     }
     lines
 }
@@ -397,7 +400,7 @@ mod tests {
     #[test]
     fn capability_lists() {
         assert_eq!(
-            capabilities(true, true, Some(Expire::Days(30)), Some(900)),
+            capabilities(true, true, Some(Expire::Days(30)), Some(900), false),
             [
                 "TOP",
                 "USER",
@@ -413,7 +416,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            capabilities(false, false, Some(Expire::Never), None),
+            capabilities(false, false, Some(Expire::Never), None, false),
             [
                 "TOP",
                 "UIDL",
@@ -423,6 +426,11 @@ mod tests {
                 "IMPLEMENTATION wasmail",
                 "EXPIRE NEVER",
             ]
+        );
+        let per_user = capabilities(false, false, Some(Expire::Days(0)), Some(60), true);
+        assert_eq!(
+            per_user[per_user.len() - 2..],
+            ["EXPIRE 0 USER", "LOGIN-DELAY 60 USER"]
         );
     }
 }

@@ -14,7 +14,7 @@
 use super::command::{self, Command};
 use super::reply::{self, Response};
 use super::{
-    Event, Listing, LoginFailure, MAX_AUTH_LINE, MAX_QUEUED_OUTPUT, Mechanism, Progress,
+    Event, Expire, Listing, LoginFailure, MAX_AUTH_LINE, MAX_QUEUED_OUTPUT, Mechanism, Progress,
     SessionConfig,
 };
 use crate::line::{Line, LineReader, strip_line_end};
@@ -164,6 +164,13 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The EXPIRE and LOGIN-DELAY of the account logging in, which CAPA lists from now on
+    /// (RFC 2449 6.5, 6.7); the driver calls it before [`Session::logged_in`].
+    pub fn account_policy(&mut self, expire: Option<Expire>, login_delay: Option<u32>) {
+        self.config.expire = expire;
+        self.config.login_delay = login_delay;
     }
 
     /// Answers [`Event::Login`]: the account's maildrop is locked and listed (index i is
@@ -553,6 +560,7 @@ impl Session {
             self.stls_offered(),
             self.config.expire,
             self.config.login_delay,
+            self.config.policy_varies_by_user && self.account.is_none(),
         );
         self.send_multiline(reply::capa_follows(), lines);
     }

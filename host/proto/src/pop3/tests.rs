@@ -25,6 +25,7 @@ fn config() -> SessionConfig {
         plaintext_needs_tls: false,
         expire: None,
         login_delay: None,
+        policy_varies_by_user: false,
     }
 }
 
@@ -58,6 +59,8 @@ struct Harness {
     update_ok: bool,
     /// `tls_started` arguments after a StartTls.
     after_tls: (bool, bool),
+    /// The account's own EXPIRE and LOGIN-DELAY, given before `logged_in`.
+    account_policy: Option<(Option<Expire>, Option<u32>)>,
 }
 
 deref_transcript!(Harness, Session);
@@ -80,6 +83,7 @@ impl Harness {
             unavailable: Vec::new(),
             update_ok: true,
             after_tls: (true, false),
+            account_policy: None,
         }
     }
 
@@ -109,6 +113,9 @@ impl Driver for Harness {
                 if let Some(why) = self.failures.pop_front() {
                     self.t.session.login_failed(why);
                 } else if *secret.expose() == self.password {
+                    if let Some((expire, delay)) = self.account_policy {
+                        self.t.session.account_policy(expire, delay);
+                    }
                     let listing = self.listing();
                     self.t.session.logged_in(user, listing);
                 } else {
@@ -589,6 +596,48 @@ fn capa_in_each_state() {
          S: +OK 2 messages (320 octets)"
     ));
     assert!(h.session.is_tls());
+}
+
+#[test]
+fn capa_says_user_before_login_and_the_accounts_own_policy_after() {
+    // RFC 2449 6.5, 6.7: when accounts differ, AUTHORIZATION lists the defaults with USER;
+    // TRANSACTION lists the logged-in account's values.
+    let mut c = config();
+    c.expire = Some(Expire::Days(30));
+    c.login_delay = Some(900);
+    c.policy_varies_by_user = true;
+    let mut h = Harness::new(c, rfc_maildrop());
+    h.account_policy = Some((Some(Expire::Days(0)), None));
+    h.script(&format!(
+        "{GREETING}
+         C: CAPA
+         S: +OK Capability list follows
+         S: TOP
+         S: USER
+         S: UIDL
+         S: RESP-CODES
+         S: PIPELINING
+         S: AUTH-RESP-CODE
+         S: SASL PLAIN LOGIN
+         S: IMPLEMENTATION wasmail
+         S: EXPIRE 30 USER
+         S: LOGIN-DELAY 900 USER
+         S: .
+         {LOGIN}
+         S: +OK 2 messages (320 octets)
+         C: CAPA
+         S: +OK Capability list follows
+         S: TOP
+         S: USER
+         S: UIDL
+         S: RESP-CODES
+         S: PIPELINING
+         S: AUTH-RESP-CODE
+         S: SASL PLAIN LOGIN
+         S: IMPLEMENTATION wasmail
+         S: EXPIRE 0
+         S: ."
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------

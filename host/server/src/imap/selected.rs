@@ -687,7 +687,9 @@ impl FetchJob {
             r.more = Some(self);
             return;
         }
-        if self.missing {
+        // RFC 3501 6.4.8: a UID FETCH leaves out what no longer exists; a FETCH by sequence
+        // number says NO for messages expunged by another session (RFC 2180 4.1.2).
+        if self.missing && !self.options.uid {
             r.no(
                 Some(code("EXPUNGEISSUED")),
                 "Some messages were expunged by another session before they could be fetched",

@@ -66,11 +66,15 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                     let (expire, delay) = s.settings.policy.for_account(&name);
                     s.maildrops
                         .open(s.store.as_ref(), &name, delay.as_duration())
-                        .map(|d| (d, expire))
+                        .map(|d| (d, expire, delay))
                 })
                 .await;
                 match opened {
-                    Some(Ok((drop, account_expire))) => {
+                    Some(Ok((drop, account_expire, delay))) => {
+                        session.account_policy(
+                            Some(super::capa_expire(account_expire)),
+                            super::capa_login_delay(delay),
+                        );
                         tracing::Span::current().record("account", account.as_str());
                         tracing::info!(messages = drop.listing().len(), "logged in");
                         session.logged_in(account, drop.listing());

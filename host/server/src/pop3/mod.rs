@@ -20,7 +20,7 @@ use std::time::Duration;
 use wasmail_proto::pop3::{Expire, SessionConfig};
 use wasmail_types::{ClientInfo, MailStore};
 
-use crate::config::{Pop3Config, Pop3Expire};
+use crate::config::{Pop3Config, Pop3Expire, TimeSpan};
 use crate::net::{Connection, Handler, LimitHit, TlsManager};
 use crate::policy::{Policy, passwords_allowed};
 pub use maildrop::Maildrops;
@@ -90,17 +90,26 @@ impl Pop3Service {
             stls: client.tls.is_none() && self.tls.is_some(),
             plaintext_auth,
             plaintext_needs_tls,
-            // CAPA announces the server-wide values; an account's exceptions apply at its login.
-            expire: Some(match self.settings.policy.expire {
-                Pop3Expire::Never => Expire::Never,
-                Pop3Expire::Days(d) => Expire::Days(d),
-            }),
-            login_delay: (!self.settings.policy.login_delay.is_zero()).then(|| {
-                u32::try_from(self.settings.policy.login_delay.as_millis() / 1000)
-                    .unwrap_or(u32::MAX)
-            }),
+            // Before login CAPA announces the server-wide values (with USER when some account
+            // has its own); after login, the account's (`driver.rs`).
+            expire: Some(capa_expire(self.settings.policy.expire)),
+            login_delay: capa_login_delay(self.settings.policy.login_delay),
+            policy_varies_by_user: !self.settings.policy.accounts.is_empty(),
         }
     }
+}
+
+/// A retention policy as CAPA words it.
+fn capa_expire(expire: Pop3Expire) -> Expire {
+    match expire {
+        Pop3Expire::Never => Expire::Never,
+        Pop3Expire::Days(d) => Expire::Days(d),
+    }
+}
+
+/// A login delay as CAPA words it (whole seconds; none when zero).
+fn capa_login_delay(delay: TimeSpan) -> Option<u32> {
+    (!delay.is_zero()).then(|| u32::try_from(delay.as_millis() / 1000).unwrap_or(u32::MAX))
 }
 
 impl Handler for Pop3Service {
