@@ -24,6 +24,9 @@
 /// the protocols cut the peer off ([`LineReader::discarded_too_much`]).
 pub const MAX_DISCARD: u64 = 1024 * 1024;
 
+/// Buffer capacity kept while idle; more is freed once everything buffered has been read.
+const RETAINED_CAPACITY: usize = 4096;
+
 /// What [`LineReader::next_line`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -130,7 +133,20 @@ impl LineReader {
                 self.drop_discarded();
                 Line::TooLong
             }
-            None => Line::Incomplete,
+            None => {
+                self.release_if_drained();
+                Line::Incomplete
+            }
+        }
+    }
+
+    /// Frees the buffer when nothing unread is left and it grew beyond a command line's size
+    /// (a read of a long literal or a message chunk): a session waiting for its client keeps
+    /// no large buffer.
+    fn release_if_drained(&mut self) {
+        if self.unread().is_empty() && self.buf.capacity() > RETAINED_CAPACITY {
+            self.buf = Vec::new();
+            self.pos = 0;
         }
     }
 
@@ -180,6 +196,11 @@ impl LineReader {
         self.buf.len()
     }
 
+    /// Heap memory the buffer holds (its capacity).
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
     fn unread(&self) -> &[u8] {
         self.buf.get(self.pos..).unwrap_or_default()
     }
@@ -222,6 +243,20 @@ pub fn strip_line_end(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drained_reader_gives_its_large_buffer_back() {
+        let mut r = LineReader::new(100);
+        r.feed(&vec![b'x'; 64 * 1024]);
+        r.consume(64 * 1024);
+        assert!(r.allocated() >= 64 * 1024);
+        assert_eq!(r.next_line(), Line::Incomplete);
+        assert_eq!(r.allocated(), 0);
+        // A partial line stays buffered, whatever its size.
+        r.feed(b"abc");
+        assert_eq!(r.next_line(), Line::Incomplete);
+        assert_eq!(r.buffered(), b"abc");
+    }
 
     fn lines(reader: &mut LineReader) -> Vec<Result<Vec<u8>, &'static str>> {
         let mut out = Vec::new();
