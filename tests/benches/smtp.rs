@@ -32,14 +32,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use wasmail_e2e::bench::{self, InProcess, Outcome, POLL, STALL, filesystem_type};
 use wasmail_e2e::load::{self, LoadReport, LoadSpec};
 use wasmail_e2e::peer::{self, Peer};
 
 const CMD: &str = "cargo +1.95.0 bench -p wasmail-e2e --bench smtp";
-/// How often delivered messages are counted.
-const POLL: Duration = Duration::from_millis(20);
-/// Give up waiting for deliveries after this long without one.
-const STALL: Duration = Duration::from_secs(120);
 
 /// One server under test.
 struct Target {
@@ -82,62 +79,26 @@ fn wasmail_with_filter() -> Result<Target, String> {
 /// A wasmail server in this process on 127.0.0.1:0, data dir under /var/tmp (on disk, fsync on),
 /// accounts user1..user10@example.test; delivered = files in the account's Maildir.
 fn wasmail(filter: bool) -> Result<Target, String> {
-    use wasmail::Service;
-    let dir = tempfile::Builder::new()
-        .prefix("wasmail-bench-")
-        .tempdir_in("/var/tmp")
-        .map_err(|e| e.to_string())?;
-    let mut config = wasmail_e2e::server::test_config(dir.path());
-    config.log.level = "error".into();
-    config.limits.max_connections_per_ip = 1000;
-    let mut specs = wasmail::plugins::default_specs(&config);
-    if filter {
-        let rules: wasmail::config::Config = wasmail::config::Config::parse(
-            concat!(
-                "[[plugins]]\nname = \"rules\"\nfile = \"builtin:filter-rules\"\n",
-                "[[plugins.config.rule]]\nheader = \"Subject\"\ncontains = \"lottery\"\n",
-                "action = \"reject\"\n",
-            ),
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-        specs.extend(wasmail::plugins::specs(&rules));
-    }
-    let users = wasmail::users::UsersFile::new(dir.path());
     let hash = wasmail::users::hash_password(&wasmail_types::Secret::new("bench".to_owned()))
         .map_err(|e| e.to_string())?;
     let mailboxes: Vec<String> = (1..=10).map(|n| format!("user{n}@example.test")).collect();
-    for m in &mailboxes {
-        users.add(m, &hash).map_err(|e| e.to_string())?;
-    }
-    let server = wasmail::Server::builder(config)
-        .plugins(specs)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let addr = *server
-        .local_addrs(Service::Smtp)
-        .first()
-        .ok_or("no SMTP listener")?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(server.run(async {
-            let _ = stopped.await;
-        }))
-        .map_err(|e| e.to_string())
-    });
-    // Owned by the counting closure: dropping the target stops the server, then removes the dir.
-    let running = std::sync::Mutex::new(Some((stop, thread)));
-    let root = dir.path().join("accounts");
-    let guard = RunningServer { running, _dir: dir };
-    println!(
-        "  wasmail data dir {}, filesystem {}",
-        root.display(),
-        filesystem_type(&root)
-    );
+    let mut rules = Ok(());
+    let server = InProcess::start(&mailboxes, &hash, |_, specs| {
+        if filter {
+            rules = wasmail::config::Config::parse(
+                concat!(
+                    "[[plugins]]\nname = \"rules\"\nfile = \"builtin:filter-rules\"\n",
+                    "[[plugins.config.rule]]\nheader = \"Subject\"\ncontains = \"lottery\"\n",
+                    "action = \"reject\"\n",
+                ),
+                None,
+            )
+            .map(|rules| specs.extend(wasmail::plugins::specs(&rules)))
+            .map_err(|e| e.to_string());
+        }
+    })?;
+    rules?;
+    let addr = server.addr(wasmail::Service::Smtp)?;
     Ok(Target {
         name: if filter {
             "wasmail + filter-rules on DATA".to_owned()
@@ -146,32 +107,10 @@ fn wasmail(filter: bool) -> Result<Target, String> {
         },
         addr,
         mailboxes,
-        count_delivered: Box::new(move |rcpt| {
-            let _ = &guard;
-            peer::count_maildir(&root.join(rcpt))
-        }),
+        // Owns the server: dropping the target stops it, then removes the dir.
+        count_delivered: Box::new(move |rcpt| peer::count_maildir(&server.maildir(rcpt))),
         baseline: false,
     })
-}
-
-type ServerThread = std::thread::JoinHandle<Result<(), String>>;
-
-/// Stops the server (and waits for it) before its data dir is removed.
-struct RunningServer {
-    running: std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, ServerThread)>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let taken = self.running.lock().ok().and_then(|mut r| r.take());
-        if let Some((stop, thread)) = taken {
-            let _ = stop.send(());
-            if let Ok(Err(e)) = thread.join() {
-                println!("  wasmail stopped with an error: {e}");
-            }
-        }
-    }
 }
 
 fn postfix() -> Result<Target, String> {
@@ -243,8 +182,7 @@ fn main() {
 
     let mut rows = Vec::new();
     for (name, start) in TARGETS {
-        let lower = name.to_lowercase();
-        if !s.filters.is_empty() && !s.filters.iter().any(|f| lower.contains(&f.to_lowercase())) {
+        if !bench::wanted(&s.filters, name) {
             continue;
         }
         println!("{name}: starting");
@@ -324,7 +262,7 @@ async fn measure(
     let before = (target.count_delivered)(rcpt);
     let start = Instant::now();
     let report = load::run(spec).await?;
-    let want = report.messages_ok;
+    let want = report.outcome.ok;
     let (mut seen, mut last_progress) = (0, Instant::now());
     loop {
         let now = (target.count_delivered)(rcpt).saturating_sub(before);
@@ -358,35 +296,24 @@ fn print_table(s: &Settings, rows: &[Row]) {
         }
     );
     println!(
-        "{:<42} {:>5} {:>11} {:>12} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "{:<42} {:>5} {:>11} {:>12} {}",
         "target",
         "conns",
         "accepted/s",
         "delivered/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "failed"
+        Outcome::HEADER,
     );
-    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
     for r in rows {
         println!(
-            "{:<42} {:>5} {:>11.1} {:>12} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "{:<42} {:>5} {:>11.1} {:>12} {}",
             r.target,
             r.connections,
             r.report.per_second,
             r.delivered_per_second()
                 .map_or_else(|| format!("{} only", r.delivered), |v| format!("{v:.1}")),
-            ms(r.report.p50),
-            ms(r.report.p90),
-            ms(r.report.p99),
-            ms(r.report.max),
-            r.report.failed
+            r.report.outcome.cells(),
         );
-        if let Some(f) = r.report.failures.first() {
-            println!("    first failure: {f}");
-        }
+        r.report.outcome.print_first_failure();
     }
     // Every other target against the baseline at the same connection count.
     for r in rows.iter().filter(|r| !r.baseline) {
@@ -397,7 +324,7 @@ fn print_table(s: &Settings, rows: &[Row]) {
             continue;
         };
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            (Some(a), Some(b)) => bench::ratio(a, b),
             _ => "n/a".to_owned(),
         };
         println!(
@@ -412,47 +339,12 @@ fn print_table(s: &Settings, rows: &[Row]) {
 }
 
 fn settings() -> Settings {
-    fn var(name: &str, default: &str) -> String {
-        std::env::var(name).unwrap_or_else(|_| default.to_owned())
-    }
-    fn number(name: &str, v: &str) -> usize {
-        v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}: not a number: {v:?}");
-            std::process::exit(2)
-        })
-    }
-    let connections: Vec<usize> = var("BENCH_CONNECTIONS", "20")
-        .split(',')
-        .map(|v| number("BENCH_CONNECTIONS", v))
-        .collect();
-    if connections.contains(&0) {
-        eprintln!("BENCH_CONNECTIONS: 0 connections cannot send anything");
-        std::process::exit(2);
-    }
     Settings {
-        messages: number("BENCH_MESSAGES", &var("BENCH_MESSAGES", "5000")),
-        connections,
-        size: number("BENCH_SIZE", &var("BENCH_SIZE", "1024")),
-        pipelining: var("BENCH_PIPELINING", "1") != "0",
-        warmup: number("BENCH_WARMUP", &var("BENCH_WARMUP", "200")),
-        filters: std::env::args()
-            .skip(1)
-            .filter(|a| !a.starts_with('-'))
-            .collect(),
+        messages: bench::env_number("BENCH_MESSAGES", 5000),
+        connections: bench::env_numbers("BENCH_CONNECTIONS", 20),
+        size: bench::env_number("BENCH_SIZE", 1024),
+        pipelining: std::env::var("BENCH_PIPELINING").map_or(true, |v| v != "0"),
+        warmup: bench::env_number("BENCH_WARMUP", 200),
+        filters: bench::target_filters(),
     }
-}
-
-/// The type of the filesystem holding `path` (longest matching mount point in /proc/mounts).
-fn filesystem_type(path: &std::path::Path) -> String {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, mount, fs) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(mount)
-                .then(|| (mount.len(), fs.to_owned()))
-        })
-        .max()
-        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
 }

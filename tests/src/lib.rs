@@ -1,10 +1,14 @@
 //! Shared helpers for wasmail's end-to-end tests (`tests/tests/*.rs`): real clients and tools,
 //! real files in temp dirs.
 
+pub mod bench;
+pub mod imap;
+pub mod imap_load;
 pub mod load;
 pub mod peer;
 pub mod pop3;
 pub mod pop3_load;
+pub mod raw;
 pub mod server;
 pub mod smtp;
 

@@ -30,12 +30,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::bench::{Outcome, Tally};
+
 /// How long to wait for any one reply (or write) before the connection counts as broken.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest reply line accepted (RFC 5321 allows 512 octets; some servers send more).
 const MAX_LINE: u64 = 8192;
-/// How many failure reasons a report keeps.
-const KEEP_FAILURES: usize = 5;
 
 /// What to send, where and how.
 #[derive(Debug, Clone)]
@@ -103,55 +103,36 @@ pub struct LoadReport {
     pub run_id: String,
     /// When the run started (also the messages' `Date:`).
     pub started: SystemTime,
-    /// Messages whose every step was accepted (MAIL 2xx, each RCPT 2xx, DATA 354, final 2xx).
-    pub messages_ok: usize,
-    /// Messages refused at some step, lost with a broken connection, or never sent.
-    pub failed: usize,
-    /// The first few failures: the step and the server's reply (or the I/O error).
-    pub failures: Vec<String>,
+    /// Messages whose every step was accepted (MAIL 2xx, each RCPT 2xx, DATA 354, final 2xx),
+    /// and those refused at some step, lost with a broken connection, or never sent; elapsed
+    /// from the first connect to the last QUIT; latency from writing MAIL to reading the reply
+    /// to the final dot.
+    pub outcome: Outcome,
     /// Connections opened, reconnections included.
     pub connections_opened: usize,
     /// Server advertised PIPELINING and the spec asked for it (on the first connection).
     pub pipelined: bool,
-    /// From the first connect to the last QUIT.
-    pub elapsed: Duration,
-    /// `messages_ok` per second of `elapsed`.
+    /// Accepted messages per second.
     pub per_second: f64,
-    /// Latency of accepted messages: from writing MAIL to reading the reply to the final dot.
-    pub p50: Duration,
-    pub p90: Duration,
-    pub p99: Duration,
-    pub max: Duration,
 }
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
+        self.outcome.write(
             f,
-            "{} ok, {} failed in {:.2} s: {:.1} msg/s; latency p50 {} p90 {} p99 {} max {}{}",
-            self.messages_ok,
-            self.failed,
-            self.elapsed.as_secs_f64(),
-            self.per_second,
-            ms(self.p50),
-            ms(self.p90),
-            ms(self.p99),
-            ms(self.max),
-            if self.pipelined { " (pipelined)" } else { "" },
-        )?;
-        if let Some(first) = self.failures.first() {
-            write!(f, "; first failure: {first}")?;
-        }
-        Ok(())
+            "",
+            format_args!(
+                "{:.1} msg/s{}",
+                self.per_second,
+                if self.pipelined { " (pipelined)" } else { "" }
+            ),
+            "latency",
+        )
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 /// Why a run could not take place at all. Refused messages are not errors: they are counted in
-/// [`LoadReport::failed`].
+/// [`LoadReport::outcome`].
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -188,7 +169,7 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadReport, LoadError> {
     while let Some(done) = workers.join_next().await {
         match done {
             Ok(r) => total.merge(r),
-            Err(e) => total.note(format!("load worker died: {e}")),
+            Err(e) => total.tally.note(format!("load worker died: {e}")),
         }
     }
     let elapsed = start.elapsed();
@@ -196,46 +177,26 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadReport, LoadError> {
         return Err(LoadError::Connect {
             addr: spec.addr,
             reason: total
+                .tally
                 .failures
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "no worker ran".to_owned()),
         });
     }
-    let attempted = total.latencies.len() + total.failed;
-    if attempted < spec.messages {
-        let unsent = spec.messages - attempted;
-        total.failed += unsent;
-        total.note(format!(
-            "{unsent} messages never sent: every connection was lost"
-        ));
-    }
-    let mut lat = total.latencies;
-    lat.sort_unstable();
+    let outcome = total.tally.finish(
+        elapsed,
+        spec.messages,
+        "messages never sent: every connection was lost",
+    );
     Ok(LoadReport {
         run_id: shared.run_id.clone(),
         started,
-        messages_ok: lat.len(),
-        failed: total.failed,
-        failures: total.failures,
+        per_second: outcome.per_second(outcome.ok as f64),
+        outcome,
         connections_opened: total.connections_opened,
         pipelined: total.pipelined,
-        elapsed,
-        per_second: lat.len() as f64 / elapsed.as_secs_f64().max(1e-9),
-        p50: percentile(&lat, 50.0),
-        p90: percentile(&lat, 90.0),
-        p99: percentile(&lat, 99.0),
-        max: lat.last().copied().unwrap_or_default(),
     })
-}
-
-/// Nearest-rank percentile of sorted values (zero when there are none).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// The Message-ID (without angle brackets) of message `index` of run `run_id`.
@@ -295,7 +256,7 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     out
 }
 
-// ---- the workers ---------------------------------------------------------------------------------
+// ---- the workers --------------------------------------------------------------------------------
 
 struct Shared {
     spec: LoadSpec,
@@ -313,9 +274,7 @@ impl Shared {
 
 #[derive(Default)]
 struct WorkerResult {
-    latencies: Vec<Duration>,
-    failed: usize,
-    failures: Vec<String>,
+    tally: Tally,
     connections_opened: usize,
     pipelined: bool,
 }
@@ -323,25 +282,16 @@ struct WorkerResult {
 impl WorkerResult {
     /// Counts message `index` as failed, and why.
     fn fail(&mut self, index: usize, why: String) {
-        self.failed += 1;
-        self.note(format!("message {index}: {why}"));
+        self.tally.fail(format!("message {index}: {why}"));
     }
 
     /// Keeps a failure reason (the first few only).
     fn note(&mut self, why: String) {
-        if self.failures.len() < KEEP_FAILURES {
-            self.failures.push(why);
-        }
+        self.tally.note(why);
     }
 
     fn merge(&mut self, other: WorkerResult) {
-        self.latencies.extend(other.latencies);
-        self.failed += other.failed;
-        for f in other.failures {
-            if self.failures.len() < KEEP_FAILURES {
-                self.failures.push(f);
-            }
-        }
+        self.tally.merge(other.tally);
         self.pipelined |= other.pipelined;
         self.connections_opened += other.connections_opened;
     }
@@ -361,7 +311,7 @@ async fn worker(shared: Arc<Shared>) -> WorkerResult {
     out.pipelined = conn.pipelining;
     while let Some(index) = shared.take() {
         match conn.transaction(&shared, index).await {
-            Ok(latency) => out.latencies.push(latency),
+            Ok(latency) => out.tally.latencies.push(latency),
             Err(Step::Refused(why)) => {
                 out.fail(index, why);
                 // The transaction may be half open (MAIL accepted, every RCPT refused).
@@ -836,10 +786,15 @@ mod tests {
         .await;
         let spec = spec(addr, &["a@x.test", "b@x.test"], 3, 40);
         let report = run(&spec).await.unwrap();
-        assert_eq!((report.messages_ok, report.failed), (40, 0), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (40, 0),
+            "{report}"
+        );
         assert!(report.pipelined);
-        assert!(report.p50 > Duration::ZERO);
-        assert!(report.p50 <= report.p90 && report.p90 <= report.p99 && report.p99 <= report.max);
+        let l = report.outcome.latency;
+        assert!(l.p50 > Duration::ZERO);
+        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max);
         assert!(report.per_second > 0.0);
         let seen = seen.lock().unwrap();
         assert_eq!((seen.mail_pipelined, seen.mail_alone), (40, 0));
@@ -868,7 +823,11 @@ mod tests {
         let (addr, seen) = responder(Behaviour::default()).await;
         let spec1 = spec(addr, &["a@x.test"], 2, 10);
         let report = run(&spec1).await.unwrap();
-        assert_eq!((report.messages_ok, report.failed), (10, 0), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (10, 0),
+            "{report}"
+        );
         assert!(!report.pipelined);
         assert_eq!(seen.lock().unwrap().mail_pipelined, 0);
         check_delivered(
@@ -890,7 +849,11 @@ mod tests {
             ..spec(addr, &["a@x.test", "b@x.test", "c@x.test"], 2, 10)
         };
         let report = run(&spec2).await.unwrap();
-        assert_eq!((report.messages_ok, report.failed), (10, 0), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (10, 0),
+            "{report}"
+        );
         let seen = seen.lock().unwrap();
         assert_eq!((seen.mail_pipelined, seen.mail_alone), (0, 10));
         assert!(seen.messages.iter().all(|(r, _)| r.len() == 3));
@@ -908,10 +871,14 @@ mod tests {
             .await;
             let spec = spec(addr, &["a@x.test", "nobody@x.test"], 1, 10);
             let report = run(&spec).await.unwrap();
-            assert_eq!((report.messages_ok, report.failed), (5, 5), "{report}");
+            assert_eq!(
+                (report.outcome.ok, report.outcome.failed),
+                (5, 5),
+                "{report}"
+            );
             assert_eq!(report.connections_opened, 1);
-            assert_eq!(report.failures.len(), KEEP_FAILURES);
-            let first = &report.failures[0];
+            assert_eq!(report.outcome.failures.len(), crate::bench::KEEP_FAILURES);
+            let first = &report.outcome.failures[0];
             assert!(
                 first.contains(
                     "RCPT TO:<nobody@x.test>: 550 5.1.1 no such user / 5.1.1 really not here"
@@ -935,9 +902,16 @@ mod tests {
         .await;
         let report = run(&spec(addr, &["a@x.test"], 1, 10)).await.unwrap();
         // 3 accepted and 1 closed on each of the first two connections, 2 on the third.
-        assert_eq!((report.messages_ok, report.failed), (8, 2), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (8, 2),
+            "{report}"
+        );
         assert_eq!(report.connections_opened, 3);
-        assert!(report.failures[0].contains("421 4.3.2 closing"), "{report}");
+        assert!(
+            report.outcome.failures[0].contains("421 4.3.2 closing"),
+            "{report}"
+        );
         assert_eq!(seen.lock().unwrap().messages.len(), 8);
     }
 
@@ -986,17 +960,10 @@ mod tests {
         LoadReport {
             run_id: "r".to_owned(),
             started: UNIX_EPOCH,
-            messages_ok: 0,
-            failed: 0,
-            failures: Vec::new(),
+            outcome: Outcome::default(),
             connections_opened: 0,
             pipelined: false,
-            elapsed: Duration::ZERO,
             per_second: 0.0,
-            p50: Duration::ZERO,
-            p90: Duration::ZERO,
-            p99: Duration::ZERO,
-            max: Duration::ZERO,
         }
     }
 
@@ -1009,7 +976,7 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_percentiles() {
+    fn dates() {
         assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
         let t = |s| UNIX_EPOCH + Duration::from_secs(s);
         assert_eq!(
@@ -1020,10 +987,5 @@ mod tests {
             rfc5322_date(t(951_782_400)),
             "Tue, 29 Feb 2000 00:00:00 +0000"
         );
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&v[..1], 99.0), Duration::from_millis(1));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
     }
 }

@@ -8,6 +8,7 @@
 //!        ├── smtp_addr()          where to send
 //!        ├── maildir_count(user)  files in new/ + cur/: delivered to the mailbox, not just queued
 //!        ├── pop3_addr()          Dovecot's POP3 as shipped (10110)
+//!        ├── imap_addr()          Dovecot's IMAP as shipped (10143)
 //!        ├── start_tuned() ── tuned-start.sh ──► a second Dovecot on the same users and mail,
 //!        │        login processes in high-performance mode (POP3 11110, IMAP 11143);
 //!        │        TunedDovecot's Drop runs tuned-stop.sh
@@ -220,6 +221,12 @@ impl Peer {
     /// `userN` or `userN@example.test`, N in 1..=100, password [`PASSWORD`].
     pub fn pop3_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, 10110))
+    }
+
+    /// Dovecot's IMAP listener as shipped (127.0.0.1:10143, plaintext LOGIN allowed): the same
+    /// users and password as [`Peer::pop3_addr`].
+    pub fn imap_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 10143))
     }
 
     /// Starts the second, tuned Dovecot (`tuned-start.sh`: login processes in high-performance

@@ -5,8 +5,7 @@
 //! No client socket can hang a test: the raw client has [`TIMEOUT`] read/write timeouts and
 //! `poplib` gets `timeout=10`.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,11 @@ use wasmail::Service;
 
 use crate::load::dot_stuff;
 use crate::python;
+use crate::raw::{RawConnection, deref_to_raw};
 use crate::server::{HOSTNAME, TestServer};
-use crate::smtp::{Client, SENDER, base64};
+use crate::smtp::{Client, SENDER, base64, py_tls_context, python_mode};
 
-pub use crate::smtp::TIMEOUT;
+pub use crate::raw::TIMEOUT;
 
 // ---------------------------------------------------------------------------------------------
 // Mail delivered through SMTP.
@@ -60,25 +60,20 @@ pub fn big_message(subject: &str, size: usize) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // The raw client.
 
-/// A raw POP3 client: bytes in, responses out, every read and write bounded by [`TIMEOUT`].
+/// A raw POP3 client: bytes in, responses out, every read and write bounded by [`TIMEOUT`]
+/// (its [`RawConnection`] is there too: `stream`, `send`, `poll`, `read_until_closed`...).
 #[derive(Debug)]
 pub struct Pop3 {
-    pub stream: TcpStream,
-    pending: Vec<u8>,
+    raw: RawConnection,
 }
+
+deref_to_raw!(Pop3);
 
 impl Pop3 {
     /// Connects and returns the client and the greeting line (without CRLF).
     pub fn connect_raw(addr: SocketAddr) -> (Pop3, String) {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
-            .unwrap_or_else(|e| panic!("socket timeouts: {e}"));
         let mut c = Pop3 {
-            stream,
-            pending: Vec::new(),
+            raw: RawConnection::connect(addr),
         };
         let greeting = c.line();
         (c, greeting)
@@ -104,57 +99,6 @@ impl Pop3 {
         let mut c = Pop3::connect_to(server);
         c.login(user, password);
         c
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write failed ({e}); unread: {:?}", self.lossy()));
-    }
-
-    fn lossy(&self) -> String {
-        String::from_utf8_lossy(&self.pending).into_owned()
-    }
-
-    /// Reads more from the socket into `pending`; panics on close, timeout or error.
-    fn fill(&mut self, wanted: &str) {
-        let mut buf = vec![0u8; 256 * 1024];
-        match self.stream.read(&mut buf) {
-            Ok(0) => panic!("connection closed before {wanted}; got {:?}", self.lossy()),
-            Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!(
-                    "no {wanted} within {TIMEOUT:?} (server hung?); got {:?}",
-                    self.lossy()
-                )
-            }
-            Err(e) => panic!("read failed: {e}; got {:?}", self.lossy()),
-        }
-    }
-
-    /// Whether more arrives within `wait` when nothing was asked: `data` (kept for
-    /// [`Pop3::line`]), `closed`, or `quiet`.
-    pub fn poll(&mut self, wait: Duration) -> &'static str {
-        if !self.pending.is_empty() {
-            return "data";
-        }
-        let set = |s: &TcpStream, t| {
-            s.set_read_timeout(Some(t))
-                .unwrap_or_else(|e| panic!("socket timeout: {e}"));
-        };
-        set(&self.stream, wait);
-        let mut buf = [0u8; 64 * 1024];
-        let what = match self.stream.read(&mut buf) {
-            Ok(0) => "closed",
-            Ok(n) => {
-                self.pending.extend_from_slice(&buf[..n]);
-                "data"
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => "quiet",
-            Err(_) => "closed",
-        };
-        set(&self.stream, TIMEOUT);
-        what
     }
 
     /// Reads one response line; checks it ends with CRLF and returns it without.
@@ -274,30 +218,7 @@ impl Pop3 {
     /// QUIT, which must be answered `+OK` and followed by the server closing the connection.
     pub fn quit(mut self) {
         self.ok("QUIT");
-        let (rest, how) = self.read_until_closed();
-        assert!(
-            rest.is_empty(),
-            "after QUIT: {:?}",
-            String::from_utf8_lossy(&rest)
-        );
-        assert_eq!(how, "closed", "the server closes after QUIT");
-    }
-
-    /// Reads until the server closes (or errors); returns what arrived and how it ended
-    /// (`closed`, `timeout` or `reset`). Bounded by [`TIMEOUT`].
-    pub fn read_until_closed(&mut self) -> (Vec<u8>, &'static str) {
-        let mut out = std::mem::take(&mut self.pending);
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return (out, "closed"),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return (out, "timeout");
-                }
-                Err(_) => return (out, "reset"),
-            }
-        }
+        self.assert_closed_after("QUIT");
     }
 }
 
@@ -385,15 +306,13 @@ pub fn top_of(message: &[u8], lines: usize) -> Vec<u8> {
 /// auth (USER|PLAIN|LOGIN) outdir commands...; a command is `stat`, `list`, `uidl`, `capa`,
 /// `retr:N` (the message written to outdir/retr-N), `top:N:K` (outdir/top-N-K), `dele:N`,
 /// `rset`, `noop` or `quit`. Prints `key value...` lines.
-const PY_POP: &str = r#"
+const PY_POP: &str = concat!(
+    r#"
 import base64, os, poplib, ssl, sys
 mode, host, port, cert, user, password, auth, outdir = sys.argv[1:9]
-ctx = ssl.create_default_context(cafile=cert)
-if host != '127.0.0.1':
-    # The self-signed certificate names the host name, localhost and the loopback addresses;
-    # the chain is still verified against it (CERT_REQUIRED).
-    ctx.check_hostname = False
-def capa(p):
+"#,
+    py_tls_context!(),
+    r#"def capa(p):
     return ' '.join(sorted(k + ''.join(' ' + a for a in v) for k, v in p.capa().items()))
 if mode == 'ssl':
     p = poplib.POP3_SSL(host, int(port), timeout=10, context=ctx)
@@ -448,7 +367,8 @@ for c in sys.argv[9:]:
         print('noop', p.noop().decode())
     elif op == 'quit':
         print('quit', p.quit().decode())
-"#;
+"#
+);
 
 /// One poplib run (see [`PY_POP`]).
 #[derive(Debug)]
@@ -497,11 +417,7 @@ impl<'a> PopLib<'a> {
     /// USER/PASS as `user` on plain POP3 (implicit TLS on pop3s).
     pub fn new(server: &TestServer, service: Service, user: &'a str, password: &'a str) -> Self {
         PopLib {
-            mode: if service == Service::Pop3s {
-                "ssl"
-            } else {
-                "plain"
-            },
+            mode: python_mode(service),
             addr: server.addr(service),
             cert: server.certificate(),
             user,
@@ -535,6 +451,35 @@ impl<'a> PopLib<'a> {
 // Command-line tools.
 
 pub use crate::{require, run};
+
+/// `curl` on `url_path` of `service` (its name is the URL scheme: `pop3`, `pop3s`, `imap`,
+/// `imaps`) as `user` with `password`, trusting the server's certificate, bounded by
+/// `--max-time 60`. Returns (exit code, output, log).
+pub fn curl(
+    server: &TestServer,
+    service: Service,
+    user: &str,
+    password: &str,
+    url_path: &str,
+) -> (i32, Vec<u8>, String) {
+    let out = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--verbose", "--max-time", "60"])
+        .arg(format!(
+            "{}://{}{url_path}",
+            service.name(),
+            server.addr(service)
+        ))
+        .arg("--cacert")
+        .arg(server.certificate())
+        .args(["--user", &format!("{user}:{password}")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// `message` with CRLF line ends turned into LF: how tools that write local mailbox files
 /// (Maildir, mbox) store mail.

@@ -31,12 +31,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::bench::{Outcome, Tally};
+
 /// How long to wait for any one read (or write) before the session counts as broken.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest status or UIDL line accepted (RFC 2449 allows 512 octets for a response line).
 const MAX_LINE: u64 = 8192;
-/// How many failure reasons a report keeps.
-const KEEP_FAILURES: usize = 5;
 
 /// Where to connect, as whom, and how much.
 #[derive(Debug, Clone)]
@@ -77,12 +77,10 @@ impl Pop3LoadSpec {
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct Pop3Report {
-    /// Sessions that did everything and got `+OK` to QUIT.
-    pub sessions_ok: usize,
-    /// Sessions refused at some step, broken off, inconsistent, or never run.
-    pub failed: usize,
-    /// The first few failures: the step and the server's reply (or the I/O error).
-    pub failures: Vec<String>,
+    /// Sessions that did everything and got `+OK` to QUIT, and those refused at some step,
+    /// broken off, inconsistent, or never run; elapsed from the start of the first session to
+    /// the end of the last; latency from connect to the `+OK` after QUIT.
+    pub outcome: Outcome,
     /// TCP connections that were established (one per session attempted).
     pub connections_opened: usize,
     /// Messages retrieved in successful sessions.
@@ -90,50 +88,28 @@ pub struct Pop3Report {
     /// Message octets retrieved in successful sessions (as stored: dot-stuffing undone, the
     /// terminating `.` line not counted).
     pub octets: u64,
-    /// From the start of the first session to the end of the last.
-    pub elapsed: Duration,
-    /// `sessions_ok` per second of `elapsed`.
+    /// Successful sessions per second.
     pub sessions_per_second: f64,
-    /// `octets` per second of `elapsed`, in MB (10^6 octets).
+    /// `octets` per second, in MB (10^6 octets).
     pub mb_per_second: f64,
-    /// Session latency (connect to the `+OK` after QUIT) of successful sessions.
-    pub p50: Duration,
-    pub p90: Duration,
-    pub p99: Duration,
-    pub max: Duration,
 }
 
 impl fmt::Display for Pop3Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
+        self.outcome.write(
             f,
-            "{} sessions ok, {} failed in {:.2} s: {:.1} sessions/s, {:.1} MB/s ({} messages, {} \
-             octets); session latency p50 {} p90 {} p99 {} max {}",
-            self.sessions_ok,
-            self.failed,
-            self.elapsed.as_secs_f64(),
-            self.sessions_per_second,
-            self.mb_per_second,
-            self.messages,
-            self.octets,
-            ms(self.p50),
-            ms(self.p90),
-            ms(self.p99),
-            ms(self.max),
-        )?;
-        if let Some(first) = self.failures.first() {
-            write!(f, "; first failure: {first}")?;
-        }
-        Ok(())
+            "sessions ",
+            format_args!(
+                "{:.1} sessions/s, {:.1} MB/s ({} messages, {} octets)",
+                self.sessions_per_second, self.mb_per_second, self.messages, self.octets,
+            ),
+            "session latency",
+        )
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 /// Why a run could not take place at all. Failed sessions are not errors: they are counted in
-/// [`Pop3Report::failed`].
+/// [`Pop3Report::outcome`].
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3LoadError {
@@ -167,7 +143,7 @@ pub async fn run(spec: &Pop3LoadSpec) -> Result<Pop3Report, Pop3LoadError> {
     while let Some(done) = workers.join_next().await {
         match done {
             Ok(r) => total.merge(r),
-            Err(e) => total.note(format!("load worker died: {e}")),
+            Err(e) => total.tally.note(format!("load worker died: {e}")),
         }
     }
     let elapsed = start.elapsed();
@@ -175,48 +151,27 @@ pub async fn run(spec: &Pop3LoadSpec) -> Result<Pop3Report, Pop3LoadError> {
         return Err(Pop3LoadError::Connect {
             addr: spec.addr,
             reason: total
+                .tally
                 .failures
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "no worker ran".to_owned()),
         });
     }
-    let attempted = total.latencies.len() + total.failed;
-    if attempted < spec.sessions {
-        let missing = spec.sessions - attempted;
-        total.failed += missing;
-        total.note(format!("{missing} sessions never run"));
-    }
-    let mut lat = total.latencies;
-    lat.sort_unstable();
-    let secs = elapsed.as_secs_f64().max(1e-9);
+    let outcome = total
+        .tally
+        .finish(elapsed, spec.sessions, "sessions never run");
     Ok(Pop3Report {
-        sessions_ok: lat.len(),
-        failed: total.failed,
-        failures: total.failures,
+        sessions_per_second: outcome.per_second(outcome.ok as f64),
+        mb_per_second: outcome.per_second(total.octets as f64 / 1e6),
+        outcome,
         connections_opened: total.connections_opened,
         messages: total.messages,
         octets: total.octets,
-        elapsed,
-        sessions_per_second: lat.len() as f64 / secs,
-        mb_per_second: total.octets as f64 / 1e6 / secs,
-        p50: percentile(&lat, 50.0),
-        p90: percentile(&lat, 90.0),
-        p99: percentile(&lat, 99.0),
-        max: lat.last().copied().unwrap_or_default(),
     })
 }
 
-/// Nearest-rank percentile of sorted values (zero when there are none).
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-// ---- the workers ---------------------------------------------------------------------------------
+// ---- the workers --------------------------------------------------------------------------------
 
 struct Shared {
     spec: Pop3LoadSpec,
@@ -232,27 +187,15 @@ impl Shared {
 
 #[derive(Default)]
 struct WorkerResult {
-    latencies: Vec<Duration>,
-    failed: usize,
-    failures: Vec<String>,
+    tally: Tally,
     connections_opened: usize,
     messages: usize,
     octets: u64,
 }
 
 impl WorkerResult {
-    fn note(&mut self, why: String) {
-        if self.failures.len() < KEEP_FAILURES {
-            self.failures.push(why);
-        }
-    }
-
     fn merge(&mut self, other: WorkerResult) {
-        self.latencies.extend(other.latencies);
-        self.failed += other.failed;
-        for f in other.failures {
-            self.note(f);
-        }
+        self.tally.merge(other.tally);
         self.connections_opened += other.connections_opened;
         self.messages += other.messages;
         self.octets += other.octets;
@@ -267,22 +210,21 @@ async fn worker(shared: Arc<Shared>, user: String) -> WorkerResult {
         let mut conn = match Conn::open(spec.addr).await {
             Ok(c) => c,
             Err(e) => {
-                out.failed += 1;
-                out.note(format!("session {index} ({user}): connect: {e}"));
+                out.tally
+                    .fail(format!("session {index} ({user}): connect: {e}"));
                 continue;
             }
         };
         out.connections_opened += 1;
         match conn.session(spec, &user).await {
             Ok(got) => {
-                out.latencies.push(t0.elapsed());
+                out.tally.latencies.push(t0.elapsed());
                 out.messages += got.messages;
                 out.octets += got.octets;
                 conn.close().await;
             }
             Err(e) => {
-                out.failed += 1;
-                out.note(format!("session {index} ({user}): {e}"));
+                out.tally.fail(format!("session {index} ({user}): {e}"));
                 if e.connection_usable() {
                     conn.quit_quietly().await;
                 }
@@ -756,13 +698,18 @@ mod tests {
         let report = run(&spec(addr, &["a", "b", "c", "d"], 4, 40))
             .await
             .unwrap();
-        assert_eq!((report.sessions_ok, report.failed), (40, 0), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (40, 0),
+            "{report}"
+        );
         let per_session: usize = maildrop().iter().map(Vec::len).sum();
         assert_eq!(report.messages, 40 * 3);
         assert_eq!(report.octets, 40 * per_session as u64);
         assert_eq!(report.connections_opened, 40);
-        assert!(report.p50 > Duration::ZERO);
-        assert!(report.p50 <= report.p90 && report.p90 <= report.p99 && report.p99 <= report.max);
+        let l = report.outcome.latency;
+        assert!(l.p50 > Duration::ZERO);
+        assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max);
         assert!(report.sessions_per_second > 0.0 && report.mb_per_second > 0.0);
         let seen = seen.lock().unwrap();
         assert_eq!(seen.sessions, 40);
@@ -786,11 +733,11 @@ mod tests {
         })
         .await;
         let report = run(&spec(addr, &["good", "bad"], 2, 20)).await.unwrap();
-        assert_eq!(report.sessions_ok + report.failed, 20, "{report}");
-        assert!(report.failed >= 1, "{report}");
-        assert_eq!(report.messages, report.sessions_ok * 3);
+        assert_eq!(report.outcome.ok + report.outcome.failed, 20, "{report}");
+        assert!(report.outcome.failed >= 1, "{report}");
+        assert_eq!(report.messages, report.outcome.ok * 3);
         assert!(
-            report.failures[0].contains("(bad): PASS: -ERR [AUTH] Authentication failed"),
+            report.outcome.failures[0].contains("(bad): PASS: -ERR [AUTH] Authentication failed"),
             "{report}"
         );
         // Every failed session still said QUIT.
@@ -803,8 +750,15 @@ mod tests {
         })
         .await;
         let report = run(&spec(addr, &["a"], 1, 3)).await.unwrap();
-        assert_eq!((report.sessions_ok, report.failed), (0, 3), "{report}");
-        assert!(report.failures[0].contains("STAT announced"), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (0, 3),
+            "{report}"
+        );
+        assert!(
+            report.outcome.failures[0].contains("STAT announced"),
+            "{report}"
+        );
         assert_eq!(report.octets, 0);
 
         // Fewer messages than expected.
@@ -815,9 +769,13 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!((report.sessions_ok, report.failed), (0, 2), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (0, 2),
+            "{report}"
+        );
         assert!(
-            report.failures[0].contains("STAT: 3 messages, expected 20"),
+            report.outcome.failures[0].contains("STAT: 3 messages, expected 20"),
             "{report}"
         );
 
@@ -828,8 +786,15 @@ mod tests {
         })
         .await;
         let report = run(&spec(addr, &["a"], 1, 2)).await.unwrap();
-        assert_eq!((report.sessions_ok, report.failed), (0, 2), "{report}");
-        assert!(report.failures[0].contains("connection closed"), "{report}");
+        assert_eq!(
+            (report.outcome.ok, report.outcome.failed),
+            (0, 2),
+            "{report}"
+        );
+        assert!(
+            report.outcome.failures[0].contains("connection closed"),
+            "{report}"
+        );
     }
 
     #[tokio::test]
@@ -880,14 +845,10 @@ mod tests {
     }
 
     #[test]
-    fn stat_and_percentiles() {
+    fn stat() {
         assert_eq!(parse_stat("3 1234"), Some((3, 1234)));
         assert_eq!(parse_stat("3 1234 extra"), Some((3, 1234)));
         assert_eq!(parse_stat("3"), None);
         assert_eq!(parse_stat("x 1"), None);
-        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&v, 50.0), Duration::from_millis(50));
-        assert_eq!(percentile(&v, 99.0), Duration::from_millis(99));
-        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
     }
 }

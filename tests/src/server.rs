@@ -43,7 +43,8 @@ impl std::fmt::Debug for TestServer {
     }
 }
 
-/// The config of a test server: SMTP and POP3 services on ephemeral loopback ports, IMAP off.
+/// The config of a test server: every service (SMTP, submission(s), IMAP(S), POP3(S)) on an
+/// ephemeral loopback port.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::default();
     config.server.hostname = HOSTNAME.into();
@@ -56,13 +57,12 @@ pub fn test_config(data_dir: &Path) -> Config {
         &mut config.services.smtp,
         &mut config.services.submission,
         &mut config.services.submissions,
+        &mut config.services.imap,
+        &mut config.services.imaps,
         &mut config.services.pop3,
         &mut config.services.pop3s,
     ] {
         service.listen = vec![any];
-    }
-    for service in [&mut config.services.imap, &mut config.services.imaps] {
-        service.enabled = false;
     }
     config.log.level = "warn".into();
     config
@@ -244,20 +244,29 @@ impl Drop for Running {
 
 /// The files in a `new/` or `cur/` directory anywhere below `root` (none if `root` is missing).
 fn message_files_under(root: &Path) -> Vec<PathBuf> {
+    paths_under(root)
+        .into_iter()
+        .filter(|path| {
+            !path.is_dir()
+                && path
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|p| p == "new" || p == "cur")
+        })
+        .collect()
+}
+
+/// Every file and directory below `root`, recursively (none if `root` is missing).
+pub fn paths_under(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path
-                .parent()
-                .and_then(Path::file_name)
-                .is_some_and(|p| p == "new" || p == "cur")
-            {
-                out.push(path);
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path.clone());
             }
+            out.push(path);
         }
     }
     out

@@ -5,19 +5,17 @@
 //! No client socket can hang a test: the raw client has [`TIMEOUT`] read/write timeouts and
 //! `smtplib` gets `timeout=10`.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use wasmail::Service;
 use wasmail::config::Config;
 
 use crate::python;
+use crate::raw::{RawConnection, deref_to_raw};
 use crate::server::{HOSTNAME, TestServer, without_trace};
 
-/// The bound on every read and write of the raw client.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::raw::TIMEOUT;
 
 pub const ALICE: &str = "alice@example.test";
 pub const BOB: &str = "bob@example.test";
@@ -147,6 +145,17 @@ pub fn assert_same(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
+/// Checks that `got` are `expected` in any order (Maildir names do not keep it), each byte for
+/// byte.
+pub fn assert_same_set(mut got: Vec<Vec<u8>>, mut expected: Vec<Vec<u8>>, what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: messages");
+    got.sort();
+    expected.sort();
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_same(g, e, &format!("{what}: message {i}"));
+    }
+}
+
 /// [`only_message`], which must be `expected` once the trace fields are stripped.
 pub fn only_message_is(server: &TestServer, account: &str, expected: &[u8]) -> Vec<u8> {
     let stored = only_message(server, account);
@@ -232,25 +241,20 @@ pub fn assert_trace(message: &[u8], return_path: &str, received_has: &[&str]) ->
 // ---------------------------------------------------------------------------------------------
 // The raw client.
 
-/// A raw SMTP client: bytes in, replies out, every read and write bounded by [`TIMEOUT`].
+/// A raw SMTP client: bytes in, replies out, every read and write bounded by [`TIMEOUT`]
+/// (its [`RawConnection`] is there too: `stream`, `send`, `read_until_closed`, the floods...).
 #[derive(Debug)]
 pub struct Client {
-    pub stream: TcpStream,
-    pending: Vec<u8>,
+    raw: RawConnection,
 }
+
+deref_to_raw!(Client);
 
 impl Client {
     /// Connects and reads the greeting (which must be 220).
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
-            .unwrap_or_else(|e| panic!("socket timeouts: {e}"));
         let mut c = Client {
-            stream,
-            pending: Vec::new(),
+            raw: RawConnection::connect(addr),
         };
         let greeting = c.reply();
         assert!(
@@ -267,16 +271,6 @@ impl Client {
         c
     }
 
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("write failed ({e}); unread: {:?}", self.lossy()));
-    }
-
-    fn lossy(&self) -> String {
-        String::from_utf8_lossy(&self.pending).into_owned()
-    }
-
     /// Reads one complete (possibly multi-line) reply, CRLFs included.
     pub fn reply(&mut self) -> String {
         loop {
@@ -285,21 +279,7 @@ impl Client {
                 return String::from_utf8(reply)
                     .unwrap_or_else(|e| panic!("reply is not UTF-8: {e}"));
             }
-            let mut buf = [0u8; 64 * 1024];
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!(
-                    "connection closed before a complete reply; got {:?}",
-                    self.lossy()
-                ),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    panic!(
-                        "no complete reply within {TIMEOUT:?} (server hung?); got {:?}",
-                        self.lossy()
-                    )
-                }
-                Err(e) => panic!("read failed: {e}; got {:?}", self.lossy()),
-            }
+            self.fill("a complete reply");
         }
     }
 
@@ -379,46 +359,6 @@ impl Client {
         self.envelope(from, to);
         self.data(message, expected)
     }
-
-    /// Writes 1 MiB blocks of `A` (no line end) until `total` octets are written or a write
-    /// fails; returns what was written and the write error, if one came. A write that timed out
-    /// fails the test: the server stopped reading without closing.
-    pub fn flood(&mut self, total: usize) -> (usize, Option<std::io::Error>) {
-        let block = vec![b'A'; 1024 * 1024];
-        let mut sent = 0usize;
-        while sent < total {
-            match self.stream.write(&block) {
-                Ok(0) => break,
-                Ok(n) => sent += n,
-                Err(e) => {
-                    assert!(
-                        !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-                        "the server stopped reading without closing (write timed out after \
-                         {sent} octets)"
-                    );
-                    return (sent, Some(e));
-                }
-            }
-        }
-        (sent, None)
-    }
-
-    /// Reads until the server closes (or errors); returns what arrived and how it ended
-    /// (`closed`, `timeout` or `reset`). Bounded by [`TIMEOUT`].
-    pub fn read_until_closed(&mut self) -> (Vec<u8>, &'static str) {
-        let mut out = std::mem::take(&mut self.pending);
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match self.stream.read(&mut buf) {
-                Ok(0) => return (out, "closed"),
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return (out, "timeout");
-                }
-                Err(_) => return (out, "reset"),
-            }
-        }
-    }
 }
 
 /// The end offset of the first complete reply in `buf`, if there is one.
@@ -453,19 +393,31 @@ pub fn assert_still_serves(server: &TestServer, service: Service, message: &[u8]
 // ---------------------------------------------------------------------------------------------
 // Python smtplib.
 
-/// The generic smtplib client: prints `key value...` lines.
-/// argv: mode (plain|starttls|ssl) host port cert user password mech sender rcpts(comma) file
-/// mail-options(comma)
-const PY_SEND: &str = r#"
-import smtplib, ssl, sys
-mode, host, port, cert, user, password, mech, sender, rcpts, path, opts = sys.argv[1:12]
-msg = open(path, 'rb').read()
-ctx = ssl.create_default_context(cafile=cert)
+/// The Python clients' TLS context `ctx` (their scripts' `host` and `cert` set first): it trusts
+/// the server's own certificate `cert` only, and checks the host name except on 127.0.0.1.
+macro_rules! py_tls_context {
+    () => {
+        r#"ctx = ssl.create_default_context(cafile=cert)
 if host != '127.0.0.1':
     # The self-signed certificate names the host name, localhost and the loopback addresses;
     # the chain is still verified against it (CERT_REQUIRED).
     ctx.check_hostname = False
-if mode == 'ssl':
+"#
+    };
+}
+pub(crate) use py_tls_context;
+
+/// The generic smtplib client: prints `key value...` lines.
+/// argv: mode (plain|starttls|ssl) host port cert user password mech sender rcpts(comma) file
+/// mail-options(comma)
+const PY_SEND: &str = concat!(
+    r#"
+import smtplib, ssl, sys
+mode, host, port, cert, user, password, mech, sender, rcpts, path, opts = sys.argv[1:12]
+msg = open(path, 'rb').read()
+"#,
+    py_tls_context!(),
+    r#"if mode == 'ssl':
     s = smtplib.SMTP_SSL(host, int(port), local_hostname='client.example', timeout=10, context=ctx)
     print('cipher', s.sock.version(), s.sock.cipher()[0])
 else:
@@ -499,7 +451,21 @@ except smtplib.SMTPRecipientsRefused as e:
 except smtplib.SMTPResponseException as e:
     print('error', e.smtp_code, e.smtp_error.decode())
 print('quit', s.quit()[0])
-"#;
+"#
+);
+
+/// How the Python clients (`smtplib`, `poplib`, `imaplib`) reach `service`: `ssl` on the
+/// implicit-TLS services (submissions, pop3s, imaps), else `plain`.
+pub fn python_mode(service: Service) -> &'static str {
+    if matches!(
+        service,
+        Service::Submissions | Service::Pop3s | Service::Imaps
+    ) {
+        "ssl"
+    } else {
+        "plain"
+    }
+}
 
 /// One smtplib run (see [`PY_SEND`]); its output is `key value...` lines (see [`out`]).
 #[derive(Debug)]
@@ -523,11 +489,7 @@ impl<'a> Send<'a> {
     /// submissions).
     pub fn new(server: &TestServer, service: Service, message: &'a [u8]) -> Send<'a> {
         Send {
-            mode: if service == Service::Submissions {
-                "ssl"
-            } else {
-                "plain"
-            },
+            mode: python_mode(service),
             addr: server.addr(service),
             cert: server.certificate(),
             auth: None,

@@ -8,7 +8,6 @@
 //! `poplib` gets `timeout=10`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{ErrorKind, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -834,24 +833,7 @@ fn an_overlong_line_is_refused_and_a_flood_without_line_end_closes() {
     c.ok("STAT");
     // 4 MiB without a line end: the server gives up (RFC 2449: commands are at most 255
     // octets) rather than buffer it.
-    let block = vec![b'A'; 64 * 1024];
-    let mut sent = 0;
-    while sent < 4 * 1024 * 1024 {
-        match c.stream.write(&block) {
-            Ok(n) if n > 0 => sent += n,
-            Ok(_) => break,
-            Err(e) => {
-                assert!(
-                    !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-                    "the server stopped reading without closing (after {sent} octets)"
-                );
-                break;
-            }
-        }
-    }
-    let (rest, how) = c.read_until_closed();
-    let text = String::from_utf8_lossy(&rest);
-    assert_ne!(how, "timeout", "still open after {sent} octets: {text:?}");
+    let text = c.flood_until_closed(4 * 1024 * 1024).said;
     assert!(
         text.is_empty() || text.contains("-ERR [SYS/PERM] "),
         "{text:?}"

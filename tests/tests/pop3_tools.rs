@@ -15,10 +15,10 @@ use std::process::Command;
 
 use tempfile::TempDir;
 use wasmail::Service;
-use wasmail_e2e::pop3::{deliver, lf, require, run};
+use wasmail_e2e::pop3::{self, deliver, lf, require, run};
 use wasmail_e2e::python;
 use wasmail_e2e::server::TestServer;
-use wasmail_e2e::smtp::{ALICE, ALICE_PW, assert_same, sample_message, start};
+use wasmail_e2e::smtp::{ALICE, ALICE_PW, assert_same, assert_same_set, sample_message, start};
 use wasmail_types::mail::SystemFlag;
 
 /// How a tool reaches the server.
@@ -44,17 +44,6 @@ impl Tls {
 
 fn samples(subjects: &[&str]) -> Vec<Vec<u8>> {
     subjects.iter().map(|s| sample_message(s)).collect()
-}
-
-/// Checks that the files a tool wrote are `expected` (in any order: Maildir names do not keep
-/// it), byte for byte.
-fn assert_same_set(mut got: Vec<Vec<u8>>, mut expected: Vec<Vec<u8>>, what: &str) {
-    assert_eq!(got.len(), expected.len(), "{what}: messages delivered");
-    got.sort();
-    expected.sort();
-    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-        assert_same(g, e, &format!("{what}: message {i}"));
-    }
 }
 
 fn is_root() -> bool {
@@ -398,27 +387,7 @@ fn getmail_over_pop3s_into_a_maildir() {
 /// output, log).
 fn curl(server: &TestServer, tls: Tls, password: &str, url_path: &str) -> (i32, Vec<u8>, String) {
     require("curl", "curl");
-    let scheme = if tls == Tls::Implicit {
-        "pop3s"
-    } else {
-        "pop3"
-    };
-    let out = Command::new("curl")
-        .args(["--silent", "--show-error", "--verbose", "--max-time", "60"])
-        .arg(format!(
-            "{scheme}://{}{url_path}",
-            server.addr(tls.service())
-        ))
-        .arg("--cacert")
-        .arg(server.certificate())
-        .args(["--user", &format!("{ALICE}:{password}")])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
-    (
-        out.status.code().unwrap_or(-1),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    pop3::curl(server, tls.service(), ALICE, password, url_path)
 }
 
 fn curl_list_and_retr(tls: Tls) {
