@@ -1,6 +1,10 @@
 //! The IMAP driver: pumps bytes between the socket and the sans-I/O session, runs commands on
 //! the blocking pool, streams APPEND messages into the store, and while a client IDLEs, wakes
 //! on the selected mailbox's change feed to send what changed at once.
+//!
+//! Memory: thousands of connections mostly wait for their client, so the connection's future
+//! is kept to what waiting needs; the larger steps (login, a command, the TLS handshake,
+//! finishing an APPEND) are boxed and exist only while they run.
 
 use std::sync::{Arc, Mutex};
 
@@ -83,7 +87,7 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
                     secret,
                     &client,
                 );
-                let account = match login.await {
+                let account = match Box::pin(login).await {
                     Login::Accepted(account) => account,
                     Login::Refused => {
                         session.login_failed(LoginFailure::Credentials);
@@ -121,7 +125,7 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
                 if wire.flush(&mut session).await.is_err() {
                     break;
                 }
-                match wire.start_tls(&tls).await {
+                match Box::pin(wire.start_tls(&tls)).await {
                     Ok(info) => {
                         tracing::info!(protocol = info.protocol, cipher = info.cipher, "STARTTLS");
                         client.tls = Some(info);
@@ -142,7 +146,7 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
                     session.done(Completion::No, None, "Not logged in");
                     continue;
                 };
-                if !run_command(&mut wire, &mut session, st, command).await {
+                if !Box::pin(run_command(&mut wire, &mut session, st, command)).await {
                     break;
                 }
             }
@@ -199,7 +203,7 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
                     session.done(Completion::No, Some(code("SERVERBUG")), "Internal error");
                     continue;
                 };
-                match u.finish().await {
+                match Box::pin(u.finish()).await {
                     Ok((validity, uid)) => {
                         // The new message shows in the selected mailbox before the OK.
                         if let Some(st) = state.clone() {
