@@ -353,6 +353,14 @@ impl Session {
 
     // ----- what the driver may ask -----
 
+    /// The client is sending literal data (after `+`, or a non-synchronizing literal).
+    pub fn expects_literal(&self) -> bool {
+        matches!(
+            self.state,
+            State::Ready { literal: 1.. } | State::AppendData { .. } | State::DiscardLiteral { .. }
+        )
+    }
+
     pub fn is_idling(&self) -> bool {
         matches!(self.state, State::Idling { .. })
     }

@@ -574,3 +574,20 @@ fn extension_rfc_examples() {
          S: a023 OK ID completed",
     );
 }
+
+#[test]
+fn the_driver_is_told_while_literal_data_is_expected() {
+    let mut h = Harness::new(config());
+    assert!(!h.session.expects_literal());
+    h.script("C: A001 LOGIN {5}\n S: + Ready for literal data");
+    assert!(h.session.expects_literal());
+    h.feed(b"alice {6+}\r\nsec");
+    assert!(h.session.expects_literal());
+    h.feed(b"ret\r\n");
+    assert!(!h.session.expects_literal());
+    let mut h = Harness::logged_in();
+    h.script("C: b APPEND INBOX {3}\n S: + Ready for literal data");
+    assert!(h.session.expects_literal());
+    h.feed(b"abc\r\n");
+    assert!(!h.session.expects_literal());
+}
