@@ -37,14 +37,10 @@ pub(super) fn select(
     condstore: bool,
 ) {
     // RFC 3501 6.3.1: a SELECT, failed or not, first deselects.
-    let was_selected = state.selected.take().is_some();
+    state.selected = None;
     r.selected = Some(None);
-    if was_selected && condstore {
-        // RFC 7162 3.2.11 (QRESYNC's [CLOSED]) is for QRESYNC clients; CONDSTORE ones need
-        // nothing here.
-    }
     let name = name_or_answer!(r, wire);
-    match Selected::open(&state.account, name, read_only, &state.wake, r, condstore) {
+    match Selected::open(&state.account, name, read_only, &state.wake, r) {
         Ok(selected) => {
             state.selected = Some(selected);
             r.selected = Some(Some(read_only));

@@ -59,7 +59,6 @@ impl Selected {
         read_only: bool,
         wake: &Arc<Wake>,
         r: &mut Replies,
-        _condstore: bool,
     ) -> StoreResult<Selected> {
         let mailbox = account.open(&name)?;
         let listener: Arc<dyn wasmail_types::ChangeListener> = wake.clone();
