@@ -42,7 +42,7 @@ pub const MAX_NESTING: usize = 64;
 pub const MAX_PARTS: usize = 10_000;
 
 /// The host of an address that has none: NIL would mark the start of a group (RFC 3501 7.4.2),
-/// so a placeholder is needed; this is the one UW imapd (c-client's BADHOST) sends, which
+/// so some name must stand there; this is the one UW imapd (c-client's BADHOST) sends, which
 /// clients recognise (Dovecot sends "MISSING_DOMAIN").
 const MISSING_HOST: &[u8] = b".MISSING-HOST-NAME.";
 

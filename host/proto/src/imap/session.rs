@@ -589,7 +589,7 @@ impl Session {
     }
 
     fn too_long(&mut self) {
-        let tag = self.command_tag(&self.command.clone());
+        let tag = command_tag(&self.command);
         self.command.clear();
         self.state = State::Ready { literal: 0 };
         self.bad(tag, "Command line too long");
@@ -603,7 +603,7 @@ impl Session {
             return;
         }
         if self.command.len() + line.len() > self.config.max_command_size {
-            let tag = self.command_tag(&[&self.command[..], line].concat());
+            let tag = command_tag(&[&self.command[..], line].concat());
             self.command.clear();
             self.bad(tag, "Command too long");
             self.discard_rest_of(line);
@@ -631,7 +631,7 @@ impl Session {
             .max_command_size
             .saturating_sub(self.command.len()) as u64;
         if announced.length > room {
-            let tag = self.command_tag(&self.command.clone());
+            let tag = command_tag(&self.command);
             self.command.clear();
             self.too_big(tag, announced, "Literal too large");
             return;
@@ -643,7 +643,7 @@ impl Session {
             probe.extend_from_slice(b"\r\n");
             if let Err(CommandDecodeError::Failed) = CommandCodec::default().decode(&probe) {
                 let command = std::mem::take(&mut self.command);
-                let tag = self.command_tag(&command);
+                let tag = command_tag(&command);
                 let reason = self.syntax_error(&command);
                 self.bad(tag, &reason);
                 return;
@@ -717,7 +717,7 @@ impl Session {
                     self.dispatch(tag, Command::CreateSpecialUse { mailbox, uses });
                     return;
                 }
-                let tag = self.command_tag(command);
+                let tag = command_tag(command);
                 let reason = self.syntax_error(command);
                 self.bad(tag, &reason);
                 return;
@@ -964,20 +964,12 @@ impl Session {
         }
     }
 
-    /// The tag at the start of a command, if it is a valid tag.
-    fn command_tag(&self, command: &[u8]) -> Option<Tag<'static>> {
-        let word = command
-            .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
-            .next()?;
-        Tag::try_from(word.to_vec()).ok()
-    }
-
     /// Why `command` did not parse, as specifically as its first words tell.
     fn syntax_error(&self, command: &[u8]) -> String {
         let mut words = command
             .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
             .filter(|w| !w.is_empty());
-        if self.command_tag(command).is_none() {
+        if command_tag(command).is_none() {
             return "Missing or invalid tag".into();
         }
         let _tag = words.next();
@@ -1003,6 +995,14 @@ impl Session {
             format!("Unknown command {name}")
         }
     }
+}
+
+/// The tag at the start of a command, if it is a valid tag.
+fn command_tag(command: &[u8]) -> Option<Tag<'static>> {
+    let word = command
+        .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .next()?;
+    Tag::try_from(word.to_vec()).ok()
 }
 
 /// How a command was completed.

@@ -165,6 +165,15 @@ pub enum Mechanism {
 }
 
 impl Mechanism {
+    /// The SASL mechanism the credentials are checked as (USER/PASS is PLAIN's password
+    /// check).
+    pub fn sasl_name(self) -> &'static str {
+        match self {
+            Mechanism::User | Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        }
+    }
+
     /// `USER`, `PLAIN` or `LOGIN`.
     pub fn name(self) -> &'static str {
         match self {

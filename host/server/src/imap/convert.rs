@@ -52,8 +52,8 @@ pub(super) fn flags_to_wire(flags: &Flags, recent: bool) -> Vec<FlagFetch<'stati
         flags
             .keywords()
             .iter()
-            .filter_map(|k| Atom::try_from(k.clone()).ok())
-            .map(|a| FlagFetch::Flag(Flag::Keyword(a))),
+            .filter_map(|k| keyword(k))
+            .map(FlagFetch::Flag),
     );
     if recent {
         out.push(FlagFetch::Recent);

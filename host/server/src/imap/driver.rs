@@ -38,19 +38,7 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
                 match turn {
                     None => {
                         // The mailbox changed: tell the idling client now (RFC 2177).
-                        if let Some(st) = state.clone() {
-                            let condstore = session.condstore();
-                            let replies = blocking(move || {
-                                let mut r = Replies::default();
-                                let mut st = st.lock().unwrap_or_else(|p| p.into_inner());
-                                commands::sync(&mut st, &mut r, true, condstore);
-                                r
-                            })
-                            .await;
-                            if let Some(r) = replies {
-                                apply_untagged(&mut session, r.untagged);
-                            }
-                        }
+                        report_changes(&mut session, state.as_ref()).await;
                     }
                     Some(turn) => {
                         if !on_turn(&mut session, turn) {
@@ -206,19 +194,7 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
                 match Box::pin(u.finish()).await {
                     Ok((validity, uid)) => {
                         // The new message shows in the selected mailbox before the OK.
-                        if let Some(st) = state.clone() {
-                            let condstore = session.condstore();
-                            if let Some(r) = blocking(move || {
-                                let mut r = Replies::default();
-                                let mut st = st.lock().unwrap_or_else(|p| p.into_inner());
-                                commands::sync(&mut st, &mut r, true, condstore);
-                                r
-                            })
-                            .await
-                            {
-                                apply_untagged(&mut session, r.untagged);
-                            }
-                        }
+                        report_changes(&mut session, state.as_ref()).await;
                         let code = std::num::NonZeroU32::new(validity.get())
                             .zip(std::num::NonZeroU32::new(uid.get()))
                             .map(|(uid_validity, uid)| Code::AppendUid { uid_validity, uid });
@@ -238,6 +214,25 @@ pub(super) async fn run(service: Arc<ImapService>, conn: Connection) {
         u.abort().await;
     }
     wire.close().await;
+}
+
+/// Sends the client what changed in its selected mailbox (outside any command: while it
+/// IDLEs, and after APPEND before the OK).
+async fn report_changes(session: &mut Session, state: Option<&Arc<Mutex<AccountState>>>) {
+    let Some(st) = state.cloned() else {
+        return;
+    };
+    let condstore = session.condstore();
+    let replies = blocking(move || {
+        let mut r = Replies::default();
+        let mut st = st.lock().unwrap_or_else(|p| p.into_inner());
+        commands::sync(&mut st, &mut r, true, condstore);
+        r
+    })
+    .await;
+    if let Some(r) = replies {
+        apply_untagged(session, r.untagged);
+    }
 }
 
 /// What a turn of the socket means for the session; false: stop.

@@ -198,7 +198,7 @@ pub(super) fn list(
         }
         entries.insert(info.name.as_str().to_string(), (attrs, info.name.clone()));
     }
-    let existing: Vec<MailboxName> = infos.iter().map(|i| i.name.clone()).collect();
+    let existing: std::collections::HashSet<&MailboxName> = infos.iter().map(|i| &i.name).collect();
     for info in &infos {
         if subscribed_only && !info.subscribed {
             continue;

@@ -43,12 +43,14 @@ pub(super) async fn run(service: Arc<Pop3Service>, conn: Connection) {
                 user,
                 secret,
             }) => {
-                // USER/PASS carries a password like SASL PLAIN; authenticators know PLAIN.
-                let mech = match mechanism {
-                    wasmail_proto::pop3::Mechanism::Login => "LOGIN",
-                    _ => "PLAIN",
-                };
-                let login = login::check(&service.policy, mech, authzid, user, secret, &client);
+                let login = login::check(
+                    &service.policy,
+                    mechanism.sasl_name(),
+                    authzid,
+                    user,
+                    secret,
+                    &client,
+                );
                 let account = match login.await {
                     Login::Accepted(account) => account,
                     Login::Refused => {
